@@ -1,0 +1,183 @@
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+from PIL import Image
+
+from tests.conftest import SMALL_IDS, make_subset
+from trainable.data import DatasetError, Split, crop_record, load_test_index, load_train_records
+
+
+def test_annotations_equal_mask_files(small_data, cache_dir):
+    records, stats = load_train_records(small_data, cache_dir)
+    assert [r["image_id"] for r in records] == sorted(SMALL_IDS)
+    for rec in records:
+        mask_files = sorted((small_data / "train" / rec["image_id"] / "masks").glob("*.png"))
+        assert len(rec["annotations"]) == len(mask_files) > 100
+        assert (rec["height"], rec["width"]) == (1000, 1000)
+        for ann, mf in zip(rec["annotations"], mask_files, strict=True):
+            expected = np.asarray(Image.open(mf)) > 0
+            decoded = mask_util.decode(ann["segmentation"]).astype(bool)
+            assert np.array_equal(decoded, expected), mf
+            ys, xs = np.nonzero(expected)
+            assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            assert ann["area"] == expected.sum()
+    assert stats.instances == sum(len(r["annotations"]) for r in records)
+
+
+def test_cache_used_then_invalidated_by_a_changed_file(shared_data, tmp_path):
+    data = make_subset(shared_data, tmp_path / "data", SMALL_IDS[:2], copy=True)
+    cache = tmp_path / "cache"
+    t0 = time.perf_counter()
+    first, stats = load_train_records(data, cache)
+    cold = time.perf_counter() - t0
+    assert sorted(stats.converted) == sorted(SMALL_IDS[:2])
+
+    t0 = time.perf_counter()
+    second, stats = load_train_records(data, cache)
+    warm = time.perf_counter() - t0
+    assert stats.converted == [] and second == first
+    assert warm < cold
+
+    # Erase one nucleus from one mask: only that image is re-read, and the change shows.
+    changed_id = SMALL_IDS[1]
+    mask_file = sorted((data / "train" / changed_id / "masks").glob("*.png"))[0]
+    m = np.asarray(Image.open(mask_file)).copy()
+    ys, xs = np.nonzero(m)
+    m[ys[0], xs[0]] = 0
+    Image.fromarray(m).save(mask_file)
+    third, stats = load_train_records(data, cache)
+    assert stats.converted == [changed_id]
+    ann = next(r for r in third if r["image_id"] == changed_id)["annotations"][0]
+    old = next(r for r in first if r["image_id"] == changed_id)["annotations"][0]
+    assert ann["area"] == old["area"] - 1
+    assert len(list((cache / "annotations").glob(f"{changed_id}-*.json"))) == 1  # the stale entry is gone
+
+
+def _one_image_dataset(tmp_path: Path, n_masks: int = 3, size=(64, 64)) -> tuple[Path, Path]:
+    """A tiny synthetic dataset folder in the course layout (for the error cases)."""
+    d = tmp_path / "ds" / "train" / "img1"
+    (d / "images").mkdir(parents=True)
+    (d / "masks").mkdir()
+    Image.fromarray(np.zeros((*size, 3), np.uint8)).save(d / "images" / "img1.png")
+    for i in range(n_masks):
+        m = np.zeros(size, np.uint8)
+        m[4 * i : 4 * i + 3, 5:9] = 255
+        Image.fromarray(m).save(d / "masks" / f"mask_{i}.png")
+    return tmp_path / "ds", d
+
+
+def _error(root, cache) -> str:
+    with pytest.raises(DatasetError) as e:
+        load_train_records(root, cache, workers=1)
+    return str(e.value)
+
+
+def test_missing_folders(tmp_path):
+    assert "dataset folder not found" in _error(tmp_path / "nope", tmp_path / "c")
+    (tmp_path / "empty").mkdir()
+    assert "missing train folder" in _error(tmp_path / "empty", tmp_path / "c")
+    root, d = _one_image_dataset(tmp_path)
+    shutil.rmtree(d / "masks")
+    msg = _error(root, tmp_path / "c")
+    assert "missing masks folder" in msg and str(d / "masks") in msg
+
+
+def test_image_without_masks(tmp_path):
+    root, d = _one_image_dataset(tmp_path, n_masks=0)
+    msg = _error(root, tmp_path / "c")
+    assert "has no mask PNG" in msg and "img1" in msg
+
+
+def test_mask_size_differs(tmp_path):
+    root, d = _one_image_dataset(tmp_path)
+    Image.fromarray(np.full((32, 64), 255, np.uint8)).save(d / "masks" / "mask_1.png")
+    msg = _error(root, tmp_path / "c")
+    assert "mask_1.png" in msg and "differs from image" in msg
+
+
+def test_non_binary_mask(tmp_path):
+    root, d = _one_image_dataset(tmp_path)
+    m = np.zeros((64, 64), np.uint8)
+    m[:3, :3] = [[0, 100, 255]] * 3
+    Image.fromarray(m).save(d / "masks" / "mask_2.png")
+    msg = _error(root, tmp_path / "c")
+    assert "mask_2.png" in msg and "not binary" in msg
+
+
+def test_unreadable_png(tmp_path):
+    root, d = _one_image_dataset(tmp_path)
+    (d / "masks" / "mask_0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    msg = _error(root, tmp_path / "c")
+    assert "mask_0.png" in msg and "unreadable PNG" in msg
+
+
+def test_empty_mask_is_skipped_with_a_warning(tmp_path, caplog):
+    root, d = _one_image_dataset(tmp_path)
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(d / "masks" / "mask_9.png")
+    with caplog.at_level(logging.WARNING):
+        records, stats = load_train_records(root, tmp_path / "c", workers=1)
+    assert len(records[0]["annotations"]) == 3
+    assert stats.skipped_empty_masks == [str(d / "masks" / "mask_9.png")]
+    assert "mask_9.png: empty mask skipped" in caplog.text
+
+
+def test_test_index_errors(tmp_path):
+    root = tmp_path / "ds"
+    (root / "test").mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(root / "test" / "a.png")
+    index = root / "test_img_ids.json"
+    with pytest.raises(DatasetError, match="test_img_ids.json: file not found"):
+        load_test_index(root)
+    index.write_text("{not json")
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        load_test_index(root)
+    index.write_text(json.dumps([{"file_name": "b.png", "id": 1, "height": 40, "width": 50}]))
+    with pytest.raises(DatasetError, match=r"entry 0 \(b.png\): no file"):
+        load_test_index(root)
+    index.write_text(json.dumps([{"file_name": "a.png", "id": 1, "height": 50, "width": 50}]))
+    with pytest.raises(DatasetError, match=r"says 50x50, the file is 50x40"):
+        load_test_index(root)
+    index.write_text(json.dumps([{"file_name": "a.png", "id": 7, "height": 40, "width": 50}]))
+    assert load_test_index(root)[0]["id"] == 7
+
+
+def test_course_test_index(shared_data):
+    entries = load_test_index(shared_data)
+    assert sorted(e["id"] for e in entries) == [1, 2, 3, 4, 5, 6]
+
+
+def test_splits_are_deterministic_and_disjoint():
+    ids = [f"img{i:02d}" for i in range(24)]
+    train, val = Split.from_dict({"val": 4, "seed": 3}).apply(ids)
+    assert len(val) == 4 and not set(train) & set(val) and len(train) == 20
+    assert Split.from_dict({"val": 4, "seed": 3}).apply(list(reversed(ids))) == (train, val)
+    assert Split.from_dict({"val": 4, "seed": 4}).apply(ids)[1] != val
+    assert Split.from_dict({"val_ids": ["img05"]}).apply(ids)[1] == ["img05"]
+    folds = [Split.from_dict({"folds": 5, "fold": k}).apply(ids)[1] for k in range(5)]
+    assert sorted(sum(folds, [])) == ids
+    train, val = Split.from_dict({"val": 2, "train_ids": ["img00", "img01", "img02"]}).apply(ids)
+    assert set(train) <= {"img00", "img01", "img02"} and not set(train) & set(val)
+    with pytest.raises(DatasetError, match="not in the dataset"):
+        Split.from_dict({"val_ids": ["nope"]}).apply(ids)
+    with pytest.raises(ValueError, match="exactly one"):
+        Split.from_dict({"val": 2, "folds": 3})
+
+
+def test_crop_record_matches_cropped_masks(small_data, cache_dir, tmp_path):
+    rec = load_train_records(small_data, cache_dir)[0][0]
+    crop = crop_record(rec, 128, tmp_path)
+    assert (crop["height"], crop["width"]) == (128, 128)
+    assert np.asarray(Image.open(crop["file_name"])).shape[:2] == (128, 128)
+    full = np.zeros((1000, 1000), bool)
+    for ann in rec["annotations"]:
+        full |= mask_util.decode(ann["segmentation"]).astype(bool)
+    cropped = np.zeros((128, 128), bool)
+    for ann in crop["annotations"]:
+        cropped |= mask_util.decode(ann["segmentation"]).astype(bool)
+    assert np.array_equal(cropped, full[436:564, 436:564])

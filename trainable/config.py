@@ -1,0 +1,199 @@
+"""A trial's hyperparameters (a plain dict) -> Detectron2 CfgNode.
+
+The schedule is given in epochs, as the course report did; one epoch = ceil(train images / batch size) iterations.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from detectron2 import model_zoo
+from detectron2.config import CfgNode, get_cfg
+
+# Every hyperparameter a trial understands, with its default. Search spaces and trial files may set any of them.
+DEFAULTS: dict = {
+    "backbone": "R50-FPN",  # one of BACKBONES
+    "weights": "imagenet",  # imagenet | coco | scratch | path to a .pth/.pkl file
+    "epochs": 120,
+    "batch_size": 1,
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "warmup_epochs": 3.0,
+    "warmup_factor": 0.001,
+    "decay_epochs": [20, 50, 80, 90],  # epochs at which the LR is multiplied by gamma
+    "gamma": 0.1,
+    "grad_clip": 0.0,  # clip gradient norm to this value; 0 = off
+    # augmentation
+    "crop_size": 500,  # random crop, pixels (clamped to the image)
+    "hflip": 0.5,  # probability of a horizontal flip
+    "vflip": 0.5,  # probability of a vertical flip
+    "brightness": 0.2,  # random brightness factor in [1 - b, 1 + b]; 0 = off
+    # dense small objects
+    "anchor_size": 8,  # smallest anchor (pixels); FPN levels double it, C4 uses 5 sizes from it
+    "rpn_batch_size": 512,
+    "roi_batch_size": 512,
+    "proposals_train": 2000,  # RPN post-NMS top-k per image in training
+    "proposals_test": 3000,
+    "detections_per_image": 2000,  # > the 1,862 nuclei of the densest course image
+    "score_thresh_test": 0.05,
+    "seed": 0,
+}
+
+BACKBONES: dict[str, str] = {
+    "R50-C4": "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_3x.yaml",
+    "R50-FPN": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml",
+    "R101-C4": "COCO-InstanceSegmentation/mask_rcnn_R_101_C4_3x.yaml",
+    "R101-FPN": "COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml",
+    # CPU-friendly: ResNet-18 (basic blocks) under the R50-FPN config. No model-zoo weights: scratch or a file.
+    "R18-FPN": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml",
+}
+IMAGENET_WEIGHTS = {
+    50: "detectron2://ImageNetPretrained/MSRA/R-50.pkl",
+    101: "detectron2://ImageNetPretrained/MSRA/R-101.pkl",
+}
+
+
+class ConfigError(ValueError):
+    """A hyperparameter value that cannot make a model."""
+
+
+def with_defaults(hp: dict) -> dict:
+    unknown = set(hp) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown hyperparameter(s): {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **hp}
+
+
+def iters_per_epoch(num_train_images: int, batch_size: int) -> int:
+    return math.ceil(num_train_images / batch_size)
+
+
+def schedule(hp: dict, num_train_images: int) -> dict:
+    """Epoch-based schedule -> iterations: max_iter, warmup_iters, steps."""
+    ipe = iters_per_epoch(num_train_images, int(hp["batch_size"]))
+    max_iter = int(round(hp["epochs"] * ipe))
+    steps = sorted(int(round(e * ipe)) for e in hp["decay_epochs"])
+    return {
+        "iters_per_epoch": ipe,
+        "max_iter": max_iter,
+        "warmup_iters": int(round(hp["warmup_epochs"] * ipe)),
+        "steps": tuple(s for s in steps if 0 < s < max_iter),
+    }
+
+
+def _check(hp: dict) -> None:
+    if hp["backbone"] not in BACKBONES:
+        raise ConfigError(f"backbone {hp['backbone']!r}: choose one of {sorted(BACKBONES)}")
+    positive = ("epochs", "batch_size", "lr", "crop_size", "detections_per_image", "anchor_size")
+    for k in positive:
+        if not (isinstance(hp[k], (int, float)) and hp[k] > 0):
+            raise ConfigError(f"{k} must be a positive number, got {hp[k]!r}")
+    for k in ("hflip", "vflip", "brightness"):
+        if not 0 <= hp[k] <= 1:
+            raise ConfigError(f"{k} must be in [0, 1], got {hp[k]!r}")
+    if not 0 <= hp["warmup_epochs"] <= hp["epochs"]:
+        raise ConfigError(f"warmup_epochs must be in [0, epochs], got {hp['warmup_epochs']!r}")
+    if not isinstance(hp["decay_epochs"], (list, tuple)):
+        raise ConfigError(f"decay_epochs must be a list of epochs, got {hp['decay_epochs']!r}")
+
+
+def resolve_weights(weights: str, backbone: str) -> str:
+    """The MODEL.WEIGHTS value for a `weights` choice ('' for scratch); a local path must exist."""
+    depth = int(backbone[1:].split("-")[0])
+    if weights == "scratch":
+        return ""
+    if weights == "imagenet":
+        if depth not in IMAGENET_WEIGHTS:
+            raise ConfigError(f"no ImageNet weights for {backbone} in the model zoo: use weights: scratch or a file")
+        return IMAGENET_WEIGHTS[depth]
+    if weights == "coco":
+        if backbone == "R18-FPN":
+            raise ConfigError("no COCO Mask R-CNN checkpoint for R18-FPN: use weights: scratch or a file")
+        return model_zoo.get_checkpoint_url(BACKBONES[backbone])
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"weights file not found: {path} (or use imagenet | coco | scratch)")
+    return str(path.resolve())
+
+
+def validate(hp: dict) -> dict:
+    """Hyperparameters with defaults filled in, checked (cheap: call before loading data or models)."""
+    hp = with_defaults(hp)
+    _check(hp)
+    resolve_weights(str(hp["weights"]), hp["backbone"])
+    return hp
+
+
+def build_cfg(hp: dict, num_train_images: int, output_dir: str | Path = ".", device: str = "cpu") -> CfgNode:
+    """The Detectron2 config of one trial."""
+    hp = validate(hp)
+    backbone = hp["backbone"]
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file(BACKBONES[backbone]))
+    fpn = backbone.endswith("FPN")
+
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = resolve_weights(str(hp["weights"]), backbone)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
+    depth = int(backbone[1:].split("-")[0])
+    cfg.MODEL.RESNETS.DEPTH = depth
+    if depth < 50:
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    if hp["weights"] == "scratch":
+        # FrozenBN cannot train from random init (diverges within iterations): GroupNorm everywhere, nothing frozen,
+        # as in Detectron2's Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml.
+        cfg.MODEL.RESNETS.NORM = "GN"
+        cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+        cfg.MODEL.BACKBONE.FREEZE_AT = 0
+        cfg.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]
+        cfg.MODEL.ROI_MASK_HEAD.NORM = "GN"
+        if fpn:
+            cfg.MODEL.FPN.NORM = "GN"
+            cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+            cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 4
+            cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
+            cfg.MODEL.ROI_BOX_HEAD.NORM = "GN"
+
+    # Small, dense objects: nuclei are ~4-70 px across and up to 1,862 per 1000x1000 tile.
+    a = int(hp["anchor_size"])
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[a * 2**i] for i in range(5)] if fpn else [[a * 2**i for i in range(5)]]
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = int(hp["rpn_batch_size"])
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = int(hp["proposals_train"])
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2 * int(hp["proposals_train"])
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = int(hp["proposals_test"])
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 2 * int(hp["proposals_test"])
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = int(hp["roi_batch_size"])
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(hp["score_thresh_test"])
+    cfg.TEST.DETECTIONS_PER_IMAGE = int(hp["detections_per_image"])
+
+    # Images are used at native scale (tiny nuclei); augmentation is done by trainable.augment.
+    cfg.INPUT.MASK_FORMAT = "bitmask"
+    cfg.INPUT.MIN_SIZE_TRAIN = (0,)
+    cfg.INPUT.MIN_SIZE_TEST = 0
+    cfg.INPUT.CROP.ENABLED = False
+    cfg.DATASETS.TRAIN = ("nuclei_train",)
+    cfg.DATASETS.TEST = ("nuclei_val",)
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+
+    sched = schedule(hp, num_train_images)
+    cfg.SOLVER.IMS_PER_BATCH = int(hp["batch_size"])
+    cfg.SOLVER.BASE_LR = float(hp["lr"])
+    cfg.SOLVER.MOMENTUM = float(hp["momentum"])
+    cfg.SOLVER.WEIGHT_DECAY = float(hp["weight_decay"])
+    cfg.SOLVER.MAX_ITER = sched["max_iter"]
+    cfg.SOLVER.WARMUP_ITERS = sched["warmup_iters"]
+    cfg.SOLVER.WARMUP_FACTOR = float(hp["warmup_factor"]) if sched["warmup_iters"] else 1.0
+    cfg.SOLVER.WARMUP_METHOD = "linear"
+    cfg.SOLVER.STEPS = sched["steps"]
+    cfg.SOLVER.GAMMA = float(hp["gamma"])
+    cfg.SOLVER.CHECKPOINT_PERIOD = 10**9  # checkpoints are written by the reporting hook, once per evaluation
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = hp["grad_clip"] > 0
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = float(hp["grad_clip"]) or 1.0
+    cfg.TEST.EVAL_PERIOD = 0  # evaluation is driven by the reporting hook
+    cfg.SEED = int(hp["seed"])
+    cfg.OUTPUT_DIR = str(output_dir)
+    cfg.freeze()
+    return cfg

@@ -1,0 +1,366 @@
+"""One trial: Detectron2 Mask R-CNN training that evaluates and reports every `eval_every` epochs.
+
+In a sweep, Ray Tune calls `tune_trial`; for debugging the same trial runs alone:
+
+    python -m trainable.train --config trial.yaml --data ../shared/data/nuclei --out results/debug-trial
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import (
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.engine import DefaultTrainer, HookBase, hooks
+from detectron2.evaluation import inference_on_dataset
+from detectron2.utils.events import CommonMetricPrinter
+from detectron2.utils.logger import setup_logger
+
+from trainable.augment import NucleiTrainMapper, build_augmentations
+from trainable.config import ConfigError, build_cfg, schedule, validate
+from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
+from trainable.evaluate import MaskAPEvaluator
+
+logger = logging.getLogger("nucleitune")
+
+LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc")
+ReportFn = Callable[[dict, "str | None"], None]
+
+
+@dataclass
+class Settings:
+    """Everything about a trial that is not a hyperparameter: where the data is and how it is used."""
+
+    data: str
+    split: dict = field(default_factory=lambda: {"val": 4})
+    eval_every: int = 1  # epochs between validation passes (the last epoch is always evaluated)
+    val_crop: int | None = None  # evaluate on a centre crop of each validation tile (fast CPU runs); None = full
+    cache_dir: str | None = None  # annotation cache (default ~/.cache/nucleitune or $NUCLEITUNE_CACHE)
+    num_workers: int = 0  # data-loader processes
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Settings:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        s = cls(**d)
+        if not (isinstance(s.eval_every, int) and s.eval_every >= 1):
+            raise ConfigError(f"eval_every must be an integer >= 1, got {s.eval_every!r}")
+        if s.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {s.device!r}")
+        return s
+
+    def resolved_device(self) -> str:
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data of one trial
+
+
+@dataclass
+class TrialData:
+    train: list[dict]
+    val: list[dict]
+
+
+def prepare_data(settings: Settings) -> TrialData:
+    """Load (cached) records, split them, crop validation tiles if asked, and register both with Detectron2."""
+    records, stats = load_train_records(settings.data, settings.cache_dir)
+    split = Split.from_dict(settings.split)
+    train_ids, val_ids = split.apply([r["image_id"] for r in records])
+    by_id = {r["image_id"]: r for r in records}
+    train, val = [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]
+    if settings.val_crop:
+        crop_dir = Path(settings.cache_dir or default_cache_dir()) / "crops"
+        val = [crop_record(r, int(settings.val_crop), crop_dir) for r in val]
+    # Ray workers do not share Detectron2's catalog: (re-)register inside this process.
+    for name, recs in (("nuclei_train", train), ("nuclei_val", val)):
+        if name in DatasetCatalog:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, lambda recs=recs: recs)
+        MetadataCatalog.get(name).set(thing_classes=["nucleus"], evaluator_type="coco")
+    logger.info(
+        "data: %d train / %d val images (%d instances; %d image(s) converted, rest cached)",
+        len(train),
+        len(val),
+        stats.instances,
+        len(stats.converted),
+    )
+    return TrialData(train, val)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trainer and its reporting hook
+
+
+class NucleiTrainer(DefaultTrainer):
+    """DefaultTrainer with the nuclei mapper, no file writers, and a hook that evaluates + reports per epoch."""
+
+    def __init__(self, cfg, hp: dict, data: TrialData, report: ReportFn, eval_every: int, workdir: Path):
+        self.hp, self.data, self.report, self.eval_every, self.workdir = hp, data, report, eval_every, workdir
+        super().__init__(cfg)
+
+    def build_train_loader(self, cfg):
+        return build_detection_train_loader(cfg, mapper=NucleiTrainMapper(build_augmentations(self.hp)))
+
+    def build_hooks(self):
+        ipe = schedule(self.hp, len(self.data.train))["iters_per_epoch"]
+        return [
+            hooks.IterationTimer(warmup_iter=1),  # the first iteration (lazy init) is not timed
+            hooks.LRScheduler(),
+            EpochReportHook(ipe, self.eval_every),
+            hooks.PeriodicWriter([CommonMetricPrinter(self.max_iter)], period=20),
+        ]
+
+    def validate(self) -> dict:
+        mapper = DatasetMapper(self.cfg, is_train=False, augmentations=[])
+        loader = build_detection_test_loader(self.data.val, mapper=mapper)
+        return inference_on_dataset(self.model, loader, MaskAPEvaluator(self.data.val))
+
+    def save_checkpoint(self, state: dict) -> str:
+        """Full checkpoint (model, optimizer, scheduler, iteration) + config and state, in a fresh folder."""
+        ckpt_dir = tempfile.mkdtemp(prefix="ckpt-", dir=self.workdir)
+        DetectionCheckpointer(self.model, ckpt_dir, **self.checkpointer.checkpointables).save("model")
+        Path(ckpt_dir, "config.yaml").write_text(self.cfg.dump())
+        Path(ckpt_dir, "state.json").write_text(json.dumps({**state, "hparams": self.hp}, indent=1))
+        return ckpt_dir
+
+
+class EpochReportHook(HookBase):
+    """At the end of every `eval_every`-th epoch (and the last iteration): validate, checkpoint, report."""
+
+    def __init__(self, iters_per_epoch: int, eval_every: int):
+        self.ipe, self.eval_every = iters_per_epoch, eval_every
+
+    def after_step(self) -> None:
+        t: NucleiTrainer = self.trainer
+        done = t.iter + 1
+        last = done == t.max_iter
+        if not last and (done % self.ipe or (done // self.ipe) % self.eval_every):
+            return
+        window = done - getattr(self, "_last_reported", t.start_iter)
+        self._last_reported = done
+        storage = t.storage
+        metrics: dict = {"epoch": math.ceil(done / self.ipe), "iteration": done}
+        for key in (*LOSS_KEYS, "lr"):
+            if key in storage.histories():
+                h = storage.history(key)
+                metrics[key] = float(h.latest() if key == "lr" else h.avg(window))
+        if "time" in storage.histories():
+            metrics["sec_per_iter"] = float(storage.history("time").avg(window))
+        start = time.perf_counter()
+        metrics.update(t.validate())
+        metrics["val_seconds"] = time.perf_counter() - start
+        logger.info(
+            "epoch %d (iter %d/%d): loss %.3f, val_map50 %.4f (uncapped %.4f)",
+            metrics["epoch"],
+            done,
+            t.max_iter,
+            metrics.get("total_loss", float("nan")),
+            metrics["val_map50"],
+            metrics["val_map50_all"],
+        )
+        ckpt = t.save_checkpoint({"epoch": metrics["epoch"], "iteration": done, "metrics": metrics})
+        t.report(metrics, ckpt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One trial, with or without Ray
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+    setup_logger()  # same arguments as DefaultTrainer's call, so its lru_cache makes that one a no-op
+    logging.getLogger("detectron2").setLevel(logging.WARNING)
+    logging.getLogger("detectron2.utils.events").setLevel(logging.INFO)
+    logging.getLogger("fvcore").setLevel(logging.WARNING)
+
+
+def run_trial(
+    hparams: dict, settings: Settings, report: ReportFn, workdir: str | Path, resume_from: str | Path | None = None
+) -> dict:
+    """Train one Mask R-CNN; `report(metrics, checkpoint_dir)` is called after every evaluation.
+
+    Returns a summary dict. A NaN/Inf loss does not raise: it is reported as `failure_reason`
+    (with val_map50 = 0 so searchers learn the configuration is bad) and ends the trial.
+    """
+    _setup_logging()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    hp = validate(hparams)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(settings)  # dataset errors surface here, before any model is built
+    cfg = build_cfg(hp, len(data.train), output_dir=workdir, device=settings.resolved_device())
+    trainer = NucleiTrainer(cfg, hp, data, report, settings.eval_every, workdir)
+    if resume_from:
+        path = Path(resume_from) / "model.pth"
+        if not path.is_file():
+            raise ConfigError(f"checkpoint not found: {path}")
+        trainer.checkpointer.load(str(path))  # restores model, optimizer, scheduler and iteration
+        trainer.start_iter = trainer.iter + 1
+        logger.info("resumed from %s at iteration %d", path, trainer.start_iter)
+    else:
+        try:
+            trainer.resume_or_load(resume=False)
+        except Exception as e:
+            raise ConfigError(f"could not load weights {cfg.MODEL.WEIGHTS!r}: {type(e).__name__}: {e}") from None
+    start = time.perf_counter()
+    summary = {"start_iter": trainer.start_iter, "max_iter": trainer.max_iter, "failure_reason": None}
+    try:
+        trainer.train()
+    except FloatingPointError as e:
+        ipe = schedule(hp, len(data.train))["iters_per_epoch"]
+        reason = f"loss became NaN/Inf at iteration {trainer.iter} (epoch {trainer.iter // ipe + 1})"
+        logger.error("trial diverged: %s (%s)", reason, str(e).splitlines()[0])
+        summary["failure_reason"] = reason
+        report(
+            {
+                "epoch": trainer.iter // ipe + 1,
+                "iteration": trainer.iter,
+                "val_map50": 0.0,
+                "val_map50_all": 0.0,
+                "diverged": 1,
+                "failure_reason": reason,
+            },
+            None,
+        )
+    summary["train_seconds"] = time.perf_counter() - start
+    summary["end_iter"] = trainer.iter + 1
+    return summary
+
+
+def tune_trial(config: dict, settings: dict) -> None:
+    """The Ray Tune trainable: hyperparameters in `config`, fixed settings via tune.with_parameters."""
+    from ray import tune
+
+    def report(metrics: dict, ckpt_dir: str | None) -> None:
+        if ckpt_dir is None:
+            tune.report(metrics)
+            return
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(ckpt_dir))
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # Ray has copied it to the trial's storage
+
+    checkpoint = tune.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt_dir:
+        run_trial(config, Settings.from_dict(settings), report, workdir=os.getcwd(), resume_from=ckpt_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Standalone runs
+
+
+class LocalReporter:
+    """Outside Ray: metrics to <out>/metrics.jsonl, checkpoints to <out>/checkpoints (best and latest kept)."""
+
+    def __init__(self, out: Path, metric: str = "val_map50"):
+        self.out, self.metric = out, metric
+        self.ckpts = out / "checkpoints"
+        self.ckpts.mkdir(parents=True, exist_ok=True)
+        self.best: tuple[float, Path] | None = None
+        for d in sorted(self.ckpts.glob("epoch_*")):  # a resumed run keeps knowing its best checkpoint
+            value = json.loads((d / "state.json").read_text())["metrics"][metric]
+            if self.best is None or value > self.best[0]:
+                self.best = (value, d)
+
+    def __call__(self, metrics: dict, ckpt_dir: str | None) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if ckpt_dir is None:
+            return
+        dest = self.ckpts / f"epoch_{metrics['epoch']:04d}"
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(ckpt_dir, dest)
+        if self.best is None or metrics[self.metric] > self.best[0]:
+            self.best = (metrics[self.metric], dest)
+        for old in self.ckpts.iterdir():
+            if old not in (dest, self.best[1]):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def latest(self) -> Path | None:
+        dirs = sorted(self.ckpts.glob("epoch_*"))
+        return dirs[-1] if dirs else None
+
+
+def load_trial_file(path: str | Path) -> tuple[dict, dict]:
+    """A trial YAML: {hparams: {...}, settings: {...}} -> (hparams, settings dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or set(doc) - {"hparams", "settings"}:
+        raise ConfigError(f"{path}: expected top-level keys 'hparams' and 'settings'")
+    return dict(doc.get("hparams") or {}), dict(doc.get("settings") or {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m trainable.train",
+        description="Run one Mask R-CNN trial outside Ray (debugging): train, evaluate every eval_every epochs, "
+        "checkpoint. Metrics go to OUT/metrics.jsonl, checkpoints to OUT/checkpoints (best and latest).",
+    )
+    p.add_argument("--config", required=True, help="trial YAML with 'hparams' and 'settings' sections")
+    p.add_argument("--data", help="dataset root in the course layout (overrides settings.data)")
+    p.add_argument("--out", default="results/trial", help="output folder (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides settings.device")
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    try:
+        hparams, sdict = load_trial_file(args.config)
+        if args.data:
+            sdict["data"] = args.data
+        if args.device:
+            sdict["device"] = args.device
+        if "data" not in sdict:
+            raise ConfigError(f"{args.config}: no dataset: give --data or settings.data")
+        sdict["data"] = str(Path(sdict["data"]).resolve())
+        settings = Settings.from_dict(sdict)
+        reporter = LocalReporter(out)
+        resume = reporter.latest() if args.resume else None
+        if args.resume and resume is None:
+            raise ConfigError(f"{out / 'checkpoints'}: no checkpoint to resume from")
+        if not args.resume:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        summary = run_trial(hparams, settings, reporter, workdir=out / "work", resume_from=resume)
+    except (ConfigError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    shutil.rmtree(out / "work", ignore_errors=True)
+    summary["best"] = {"val_map50": reporter.best[0], "checkpoint": str(reporter.best[1])} if reporter.best else None
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+    return 1 if summary["failure_reason"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
