@@ -267,6 +267,11 @@ def tune_trial(config: dict, settings: dict) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(ckpt_dir))
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # Ray has copied it to the trial's storage
 
+    # The trial's log sits in its working folder, which Ray syncs into the sweep folder (sync_artifacts).
+    handler = logging.FileHandler("trial.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("detectron2").addHandler(handler)  # detectron2's logger does not propagate to the root
     checkpoint = tune.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt_dir:
         run_trial(config, Settings.from_dict(settings), report, workdir=os.getcwd(), resume_from=ckpt_dir)

@@ -1,0 +1,357 @@
+"""Search-space files (spaces/*.yaml): loading, validation, and translation for Optuna and Ray Tune.
+
+The format is documented in spaces/README.md. Every problem is a SpaceError naming the file and the key, raised
+before Ray starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainable.config import BACKBONES, DEFAULTS, ConfigError, validate
+
+SEARCHERS = ("optuna", "random", "grid")
+SCHEDULERS = ("asha", "fifo")
+DISTRIBUTIONS = ("choice", "int", "uniform", "loguniform", "fixed", "milestones")
+TOP_KEYS = {
+    "name": str,
+    "description": str,
+    "searcher": str,
+    "scheduler": str,
+    "num_samples": int,
+    "max_concurrent": int,
+    "seed": int,
+    "resources": dict,
+    "asha": dict,
+    "max_failures": int,
+    "settings": dict,
+    "fixed": dict,
+    "params": dict,
+    "points_to_evaluate": list,
+}
+METRIC, MODE = "val_map50", "max"
+
+
+class SpaceError(ValueError):
+    """A problem in a space file: the message starts with 'file: key:'."""
+
+
+@dataclass
+class Param:
+    """One searched hyperparameter. `milestones` samples sorted fractions of `epochs` -> decay_epochs."""
+
+    name: str
+    kind: str
+    values: list = field(default_factory=list)  # choice
+    low: float = 0.0
+    high: float = 0.0
+    step: int | float | None = None  # int
+    count: tuple[int, int] = (1, 1)  # milestones: how many (a range makes it searched)
+
+
+@dataclass
+class Space:
+    path: Path
+    name: str
+    params: dict[str, Param]
+    fixed: dict[str, Any]
+    settings: dict[str, Any]
+    searcher: str = "optuna"
+    scheduler: str = "asha"
+    num_samples: int = 10
+    max_concurrent: int = 1
+    seed: int = 0
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    asha: dict[str, int] = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 3})
+    max_failures: int = 2
+    points_to_evaluate: list[dict] = field(default_factory=list)
+    description: str = ""
+
+    # -----------------------------------------------------------------------------------------------------------
+    def max_epochs(self) -> int:
+        p = self.params.get("epochs")
+        if p is None:
+            return int(self.fixed.get("epochs", DEFAULTS["epochs"]))
+        return int(max(p.values) if p.kind == "choice" else p.high)
+
+    def hparams(self, config: dict) -> dict:
+        """A trial's full hyperparameters: fixed values + searched ones, with milestones turned into decay_epochs."""
+        hp = dict(self.fixed)
+        for name, p in self.params.items():
+            if p.kind != "milestones":
+                hp[name] = config[name]
+        epochs = hp.get("epochs", DEFAULTS["epochs"])
+        for name, p in self.params.items():
+            if p.kind == "milestones":
+                n = int(config.get(f"{name}_count", p.count[0]))
+                fractions = sorted(config[f"{name}_{i}"] for i in range(1, n + 1))
+                hp["decay_epochs"] = [max(1, round(f * epochs)) for f in fractions]
+        return hp
+
+    def define_by_run(self, trial) -> None:
+        """Optuna define-by-run: conditional milestone fractions are suggested only when used."""
+        for name, p in self.params.items():
+            if p.kind == "choice":
+                trial.suggest_categorical(name, p.values)
+            elif p.kind == "int":
+                trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1))
+            elif p.kind in ("uniform", "loguniform"):
+                trial.suggest_float(name, p.low, p.high, log=p.kind == "loguniform")
+            elif p.kind == "milestones":
+                n = trial.suggest_int(f"{name}_count", *p.count) if p.count[0] != p.count[1] else p.count[0]
+                for i in range(1, n + 1):
+                    trial.suggest_float(f"{name}_{i}", p.low, p.high)
+        return None
+
+    def param_space(self) -> dict:
+        """Ray Tune param space for the random and grid searchers (grid: over every choice parameter)."""
+        from ray import tune
+
+        space: dict = {}
+        for name, p in self.params.items():
+            if p.kind == "choice":
+                space[name] = tune.grid_search(p.values) if self.searcher == "grid" else tune.choice(p.values)
+            elif p.kind == "int":
+                space[name] = tune.qrandint(int(p.low), int(p.high), int(p.step or 1))
+            elif p.kind == "uniform":
+                space[name] = tune.uniform(p.low, p.high)
+            elif p.kind == "loguniform":
+                space[name] = tune.loguniform(p.low, p.high)
+            elif p.kind == "milestones":
+                if p.count[0] != p.count[1]:
+                    space[f"{name}_count"] = tune.randint(p.count[0], p.count[1] + 1)
+                for i in range(1, p.count[1] + 1):
+                    space[f"{name}_{i}"] = tune.uniform(p.low, p.high)
+        return space
+
+    def searched_point(self, point: dict) -> dict:
+        """A user-facing point (hyperparameter names, decay_epochs in epochs) -> the searcher's parameter names."""
+        out = {}
+        epochs = point.get("epochs", self.fixed.get("epochs", DEFAULTS["epochs"]))
+        for name, p in self.params.items():
+            if p.kind == "milestones":
+                decays = sorted(point["decay_epochs"])
+                if p.count[0] != p.count[1]:
+                    out[f"{name}_count"] = len(decays)
+                out.update({f"{name}_{i}": d / epochs for i, d in enumerate(decays, start=1)})
+            else:
+                out[name] = point[name]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _err(path: Path, key: str, msg: str) -> SpaceError:
+    return SpaceError(f"{path}: {key}: {msg}")
+
+
+def _number(path: Path, key: str, v: Any, integer: bool = False) -> float:
+    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if isinstance(v, bool) or not ok:
+        raise _err(path, key, f"expected {'an integer' if integer else 'a number'}, got {v!r}")
+    return v
+
+
+def _range(path: Path, key: str, v: Any, integer: bool = False) -> tuple[float, float]:
+    if not (isinstance(v, list) and len(v) == 2):
+        raise _err(path, key, f"expected [low, high], got {v!r}")
+    low, high = (_number(path, key, x, integer) for x in v)
+    if not low < high:
+        raise _err(path, key, f"empty or inverted range [{low}, {high}]")
+    return low, high
+
+
+def _param(path: Path, name: str, spec: Any) -> Param:
+    key = f"params.{name}"
+    if not isinstance(spec, dict) or len(set(spec) & set(DISTRIBUTIONS)) != 1:
+        raise _err(path, key, f"expected exactly one of {list(DISTRIBUTIONS)}, got {spec!r}")
+    kind = next(k for k in spec if k in DISTRIBUTIONS)
+    extra = set(spec) - {kind} - ({"step"} if kind == "int" else {"count"} if kind == "milestones" else set())
+    if extra:
+        raise _err(path, key, f"unknown key(s) {sorted(extra)} for a {kind} parameter")
+    v = spec[kind]
+    if kind == "choice":
+        if not isinstance(v, list) or not v:
+            raise _err(path, key, f"choice needs a non-empty list, got {v!r}")
+        if name == "backbone":
+            bad = [b for b in v if b not in BACKBONES]
+            if bad:
+                raise _err(path, key, f"unknown backbone(s) {bad}; choose from {sorted(BACKBONES)}")
+        return Param(name, kind, values=list(v))
+    if kind == "fixed":
+        return Param(name, kind, values=[v])
+    if kind == "int":
+        low, high = _range(path, key, v, integer=True)
+        step = _number(path, f"{key}.step", spec.get("step", 1), integer=True)
+        if step < 1 or (high - low) % step:
+            raise _err(path, f"{key}.step", f"step {step} must be >= 1 and divide high - low ({high - low})")
+        return Param(name, kind, low=low, high=high, step=step)
+    if kind == "uniform":
+        low, high = _range(path, key, v)
+        return Param(name, kind, low=float(low), high=float(high))
+    if kind == "loguniform":
+        low, high = _range(path, key, v)
+        if low <= 0:
+            raise _err(path, key, f"log range must be > 0, got [{low}, {high}]")
+        return Param(name, kind, low=float(low), high=float(high))
+    # milestones: fractions of epochs
+    if name != "decay":
+        raise _err(path, key, "milestones is only for the parameter named 'decay' (it sets decay_epochs)")
+    low, high = _range(path, key, v)
+    if not (0 < low and high < 1):
+        raise _err(path, key, f"milestones are fractions of the epochs: need 0 < low < high < 1, got [{low}, {high}]")
+    count = spec.get("count", 1)
+    if isinstance(count, int) and not isinstance(count, bool):
+        count = [count, count]
+    if not (isinstance(count, list) and len(count) == 2) or not all(isinstance(c, int) for c in count):
+        raise _err(path, f"{key}.count", f"expected an integer or [min, max], got {count!r}")
+    if not 1 <= count[0] <= count[1]:
+        raise _err(path, f"{key}.count", f"need 1 <= min <= max, got {count}")
+    return Param(name, kind, low=float(low), high=float(high), count=(count[0], count[1]))
+
+
+def load_space(path: str | Path) -> Space:
+    """Read and fully validate a space file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"{path}: file not found")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(doc, dict):
+        raise SpaceError(f"{path}: expected a mapping of sweep settings at the top level")
+    for key, value in doc.items():
+        if key not in TOP_KEYS:
+            raise _err(path, key, f"unknown key; known keys: {sorted(TOP_KEYS)}")
+        want = TOP_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, want):
+            raise _err(path, key, f"expected {want.__name__}, got {type(value).__name__} {value!r}")
+
+    params: dict[str, Param] = {}
+    fixed = dict(doc.get("fixed") or {})
+    for name, spec in (doc.get("params") or {}).items():
+        if name != "decay" and name not in DEFAULTS:
+            raise _err(path, f"params.{name}", f"unknown hyperparameter; known: {sorted(DEFAULTS)} and decay")
+        p = _param(path, name, spec)
+        if p.kind == "fixed":
+            fixed[name] = p.values[0]
+        else:
+            params[name] = p
+    if "decay" in params and "decay_epochs" in fixed:
+        raise _err(path, "fixed.decay_epochs", "set either fixed decay_epochs or a searched decay, not both")
+    for name in fixed:
+        if name in params:
+            raise _err(path, f"fixed.{name}", "is also a searched parameter")
+    if not params:
+        raise _err(path, "params", "no searched parameter")
+
+    space = Space(path=path, name=doc.get("name", path.stem), params=params, fixed=fixed,
+                  settings=dict(doc.get("settings") or {}))
+    for key in ("searcher", "scheduler", "num_samples", "max_concurrent", "seed", "max_failures", "description"):
+        if key in doc:
+            setattr(space, key, doc[key])
+    check_choices(space, path)
+    if space.num_samples < 1 or space.max_concurrent < 1 or space.max_failures < 0:
+        raise _err(path, "num_samples", "num_samples and max_concurrent must be >= 1, max_failures >= 0")
+    space.resources = _resources(path, doc.get("resources", {"cpu": 1, "gpu": 0}))
+    space.asha = _asha(path, doc.get("asha", {}), space.max_epochs())
+    _check_fixed(path, space)
+    space.points_to_evaluate = [_point(path, i, pt, space) for i, pt in enumerate(doc.get("points_to_evaluate", []))]
+    return space
+
+
+def check_choices(space: Space, path: Path | str) -> None:
+    """Searcher and scheduler names (also used for CLI overrides)."""
+    if space.searcher not in SEARCHERS:
+        raise _err(Path(path), "searcher", f"{space.searcher!r} is not one of {list(SEARCHERS)}")
+    if space.scheduler not in SCHEDULERS:
+        raise _err(Path(path), "scheduler", f"{space.scheduler!r} is not one of {list(SCHEDULERS)}")
+    if space.searcher == "grid" and any(p.kind != "choice" for p in space.params.values()):
+        raise _err(Path(path), "searcher", "grid needs every searched parameter to be a choice")
+
+
+def _resources(path: Path, r: dict) -> dict[str, float]:
+    unknown = set(r) - {"cpu", "gpu"}
+    if unknown:
+        raise _err(path, "resources", f"unknown key(s) {sorted(unknown)}; use cpu and gpu")
+    out = {"cpu": r.get("cpu", 1), "gpu": r.get("gpu", 0)}
+    for k, v in out.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise _err(path, f"resources.{k}", f"expected a number >= 0, got {v!r}")
+    return out
+
+
+def _asha(path: Path, a: dict, max_epochs: int) -> dict[str, int]:
+    unknown = set(a) - {"grace_period", "reduction_factor"}
+    if unknown:
+        raise _err(path, "asha", f"unknown key(s) {sorted(unknown)}; use grace_period and reduction_factor")
+    out = {"grace_period": a.get("grace_period", 1), "reduction_factor": a.get("reduction_factor", 3)}
+    g, rf = out["grace_period"], out["reduction_factor"]
+    if not isinstance(g, int) or not 1 <= g <= max_epochs:
+        raise _err(path, "asha.grace_period", f"expected an integer in [1, {max_epochs}] (epochs), got {g!r}")
+    if not isinstance(rf, (int, float)) or rf < 2:
+        raise _err(path, "asha.reduction_factor", f"expected a number >= 2, got {rf!r}")
+    return out
+
+
+def _check_fixed(path: Path, space: Space) -> None:
+    """Every corner of the space must make a valid trial config (cheap checks, no data or model)."""
+    for name in space.fixed:
+        if name not in DEFAULTS:
+            raise _err(path, f"fixed.{name}", f"unknown hyperparameter; known: {sorted(DEFAULTS)}")
+    backbones = space.params["backbone"].values if "backbone" in space.params else [None]
+    for b in backbones:
+        hp = {**space.fixed, **({"backbone": b} if b else {})}
+        try:
+            validate(hp)
+        except ConfigError as e:
+            key = "fixed" if b is None else f"fixed (with backbone {b})"
+            raise _err(path, key, str(e)) from None
+
+
+def _point(path: Path, i: int, point: Any, space: Space) -> dict:
+    key = f"points_to_evaluate[{i}]"
+    if not isinstance(point, dict):
+        raise _err(path, key, f"expected a mapping of hyperparameters, got {point!r}")
+    needed = {n for n in space.params if n != "decay"} | ({"decay_epochs"} if "decay" in space.params else set())
+    missing, extra = needed - set(point), set(point) - needed
+    if missing or extra:
+        raise _err(path, key, f"must set exactly the searched parameters {sorted(needed)}")
+    out = space.searched_point(point)
+    for name, p in space.params.items():
+        if p.kind == "choice" and out[name] not in p.values:
+            raise _err(path, f"{key}.{name}", f"{out[name]!r} is not among the choices {p.values}")
+        if p.kind in ("int", "uniform", "loguniform") and not p.low <= out[name] <= p.high:
+            raise _err(path, f"{key}.{name}", f"{out[name]!r} is outside [{p.low}, {p.high}]")
+        if p.kind == "milestones":
+            n = len(point["decay_epochs"])
+            fr = [out[f"{name}_{j}"] for j in range(1, n + 1)]
+            if not p.count[0] <= n <= p.count[1] or not all(p.low <= f <= p.high for f in fr):
+                raise _err(path, f"{key}.decay_epochs", f"needs {p.count} decays within fractions "
+                                                         f"[{p.low}, {p.high}] of epochs, got {fr}")
+    return out
+
+
+def describe(space: Space) -> str:
+    """One line per searched parameter, for logs and --help-like summaries."""
+    lines = []
+    for p in space.params.values():
+        if p.kind == "choice":
+            lines.append(f"  {p.name}: choice {p.values}")
+        elif p.kind == "milestones":
+            lines.append(f"  decay_epochs: {p.count[0]}-{p.count[1]} sorted fractions in [{p.low}, {p.high}] of epochs")
+        else:
+            lines.append(f"  {p.name}: {p.kind} [{p.low}, {p.high}]" + (f" step {p.step}" if p.step else ""))
+    return "\n".join(lines)
+
+
+def is_finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -1,0 +1,114 @@
+"""Search-space validation: each malformed file gives one line naming the file and key, exit 2, and no Ray."""
+
+import textwrap
+
+import pytest
+import yaml
+
+from search import run
+from search.space import SpaceError, load_space
+from tests.conftest import ROOT
+
+GOOD = textwrap.dedent(
+    """\
+    name: t
+    settings: {data: sample_data/nuclei, split: {val: 1}}
+    fixed: {backbone: R18-FPN, weights: scratch}
+    params:
+      lr: {loguniform: [0.001, 0.1]}
+      epochs: {int: [2, 4]}
+      decay: {milestones: [0.2, 0.9], count: [1, 3]}
+    """
+)
+
+BAD = [
+    ("bogus: 1\n", "bogus: unknown key"),
+    ("num_samples: three\n", "num_samples: expected int"),
+    ("params:\n  lr: {loguniform: [0.1, 0.001]}\n", "params.lr: empty or inverted range"),
+    ("params:\n  lr: {uniform: [0.1, 0.1]}\n", "params.lr: empty or inverted range"),
+    ("params:\n  lr: {loguniform: [0, 0.1]}\n", "params.lr: log range must be > 0"),
+    ("params:\n  backbone: {choice: [R50-FPN, R34-C4]}\n", "params.backbone: unknown backbone(s) ['R34-C4']"),
+    ("params:\n  backbone: {choice: []}\n", "params.backbone: choice needs a non-empty list"),
+    ("params:\n  lr: {normal: [0, 1]}\n", "params.lr: expected exactly one of"),
+    ("params:\n  learning_rate: {uniform: [0, 1]}\n", "params.learning_rate: unknown hyperparameter"),
+    ("params:\n  epochs: {int: [1.5, 3]}\n", "params.epochs: expected an integer"),
+    ("params:\n  decay: {milestones: [0.2, 1.5]}\n", "params.decay: milestones are fractions"),
+    ("params:\n  decay: {milestones: [0.2, 0.5], count: [3, 1]}\n", "params.decay.count: need 1 <= min <= max"),
+    ("searcher: bayes\n", "searcher: 'bayes' is not one of"),
+    ("scheduler: hyperband\n", "scheduler: 'hyperband' is not one of"),
+    ("asha: {grace_period: 10}\n", "asha.grace_period: expected an integer in [1, 4]"),
+    ("resources: {gpu: -1}\n", "resources.gpu: expected a number >= 0"),
+    ("fixed: {backbone: R18-FPN, weights: imagenet}\n", "fixed: no ImageNet weights for R18-FPN"),
+    ("fixed: {backbone: R18-FPN, weights: scratch, crop: 3}\n", "fixed.crop: unknown hyperparameter"),
+    ("points_to_evaluate:\n  - {lr: 0.01}\n", "points_to_evaluate[0]: must set exactly the searched parameters"),
+    (
+        "points_to_evaluate:\n  - {lr: 5.0, epochs: 3, decay_epochs: [2]}\n",
+        "points_to_evaluate[0].lr: 5.0 is outside",
+    ),
+    ("settings: {data: sample_data/nuclei, split: {val: 1}, eval_evry: 2}\n", "settings: unknown setting(s)"),
+]
+
+
+def _write(tmp_path, extra: str):
+    """GOOD with `extra` merged in (params merged by name, other top-level keys replaced)."""
+    merged, override = yaml.safe_load(GOOD), yaml.safe_load(extra)
+    merged["params"] = {**merged["params"], **override.pop("params", {})}
+    merged.update(override)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(merged))
+    return path
+
+
+def test_good_space_loads(tmp_path):
+    space = load_space(_write(tmp_path, "{}"))
+    assert set(space.params) == {"lr", "epochs", "decay"}
+    hp = space.hparams({"lr": 0.01, "epochs": 4, "decay_count": 2, "decay_1": 0.8, "decay_2": 0.3})
+    assert hp["decay_epochs"] == [1, 3] and hp["backbone"] == "R18-FPN"
+
+
+@pytest.mark.parametrize("extra,message", BAD, ids=[m.split(":")[0] for _, m in BAD])
+def test_bad_space_exit_2_one_line_no_ray(tmp_path, capsys, extra, message):
+    import ray
+
+    path = _write(tmp_path, extra)
+    code = run.main(["--space", str(path), "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and err.startswith(f"error: {path}: ") and message in err, err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "results").exists()
+
+
+def test_files_that_are_not_spaces(tmp_path, capsys):
+    missing = tmp_path / "nope.yaml"
+    assert run.main(["--space", str(missing)]) == 2
+    assert f"error: {missing}: file not found" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("params: {lr: [\n")
+    assert run.main(["--space", str(broken)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    with pytest.raises(SpaceError, match="expected a mapping"):
+        broken.write_text("- 1\n- 2\n")
+        load_space(broken)
+
+
+def test_bad_flags_and_data(tmp_path, capsys):
+    space = _write(tmp_path, "{}")
+    assert run.main(["--space", str(space), "--num-samples", "0"]) == 2
+    assert "--num-samples must be > 0" in capsys.readouterr().err
+    assert run.main(["--space", str(space), "--searcher", "nope"]) == 2
+    assert "searcher: 'nope' is not one of" in capsys.readouterr().err
+    assert run.main(["--space", str(space), "--data", str(tmp_path / "missing")]) == 2
+    assert f"{tmp_path / 'missing'}: dataset folder not found" in capsys.readouterr().err
+    assert run.main(["--resume", "--results", str(tmp_path / "empty")]) == 2
+    assert "no sweep found" in capsys.readouterr().err
+
+
+def test_shipped_spaces_are_valid():
+    for name in ("maskrcnn.yaml", "smoke.yaml"):
+        space = load_space(ROOT / "spaces" / name)
+        assert space.points_to_evaluate
+    real = load_space(ROOT / "spaces" / "maskrcnn.yaml")
+    assert set(real.params["backbone"].values) == {"R50-C4", "R50-FPN", "R101-C4", "R101-FPN"}
+    seed = real.hparams(real.points_to_evaluate[0])
+    assert seed["decay_epochs"] == [20, 50, 80, 90] and seed["epochs"] == 120 and seed["lr"] == 0.01
