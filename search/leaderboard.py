@@ -9,8 +9,16 @@ import pandas as pd
 from search.space import METRIC, Space
 
 COLUMNS = [
-    "trial_id", "status", "best_val_map50", "best_epoch", "epochs_run", "epochs", "stopped_early",
-    "wall_s", "device_hours", "failure_reason",
+    "trial_id",
+    "status",
+    "best_val_map50",
+    "best_epoch",
+    "epochs_run",
+    "epochs",
+    "stopped_early",
+    "wall_s",
+    "device_hours",
+    "failure_reason",
 ]
 
 
@@ -96,5 +104,7 @@ def summary(table: pd.DataFrame, space: Space, wall_s: float) -> str:
         b = ok.iloc[0]
         searched = set(space.params) | ({"decay_epochs"} if "decay" in space.params else set())
         hps = {k[3:]: _plain(b[k]) for k in table.columns if k.startswith("hp.") and k[3:] in searched}
-        lines.append(f"best: trial {b['trial_id']} val_map50 {b['best_val_map50']:.4f} at epoch {b['best_epoch']} {hps}")
+        lines.append(
+            f"best: trial {b['trial_id']} val_map50 {b['best_val_map50']:.4f} at epoch {b['best_epoch']} {hps}"
+        )
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Run a hyperparameter sweep: Ray Tune trials of Detectron2 Mask R-CNN, proposed by Optuna, pruned by ASHA.
 
-    python -m search.run --space spaces/maskrcnn.yaml [--data DIR] [--name NAME] [--address auto]
+python -m search.run --space spaces/maskrcnn.yaml [--data DIR] [--name NAME] [--address auto]
 """
 
 from __future__ import annotations
@@ -244,8 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     expected = len(table) if space.searcher == "grid" else space.num_samples
     ended = table["status"].isin(["finished", "stopped_early", "failed", "error"]).sum() if len(table) else 0
     if ended < expected:
-        print(f"error: sweep interrupted: {ended} of {expected} trials ended; continue with "
-              f"python -m search.run --resume --name {folder.name}", file=sys.stderr)
+        print(
+            f"error: sweep interrupted: {ended} of {expected} trials ended; continue with "
+            f"python -m search.run --resume --name {folder.name}",
+            file=sys.stderr,
+        )
         return 1
     if not table["status"].isin(["finished", "stopped_early"]).any():
         reasons = "; ".join(f"{r.trial_id}: {r.failure_reason}" for r in table.itertuples())

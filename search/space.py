@@ -253,8 +253,9 @@ def load_space(path: str | Path) -> Space:
     if not params:
         raise _err(path, "params", "no searched parameter")
 
-    space = Space(path=path, name=doc.get("name", path.stem), params=params, fixed=fixed,
-                  settings=dict(doc.get("settings") or {}))
+    space = Space(
+        path=path, name=doc.get("name", path.stem), params=params, fixed=fixed, settings=dict(doc.get("settings") or {})
+    )
     for key in ("searcher", "scheduler", "num_samples", "max_concurrent", "seed", "max_failures", "description"):
         if key in doc:
             setattr(space, key, doc[key])
@@ -335,8 +336,11 @@ def _point(path: Path, i: int, point: Any, space: Space) -> dict:
             n = len(point["decay_epochs"])
             fr = [out[f"{name}_{j}"] for j in range(1, n + 1)]
             if not p.count[0] <= n <= p.count[1] or not all(p.low <= f <= p.high for f in fr):
-                raise _err(path, f"{key}.decay_epochs", f"needs {p.count} decays within fractions "
-                                                         f"[{p.low}, {p.high}] of epochs, got {fr}")
+                raise _err(
+                    path,
+                    f"{key}.decay_epochs",
+                    f"needs {p.count} decays within fractions [{p.low}, {p.high}] of epochs, got {fr}",
+                )
     return out
 
 

@@ -57,3 +57,15 @@ def test_bad_hyperparameters():
         build_cfg({"lr": 0}, 20)
     with pytest.raises(ConfigError, match="warmup_epochs"):
         build_cfg({"epochs": 2, "warmup_epochs": 3}, 20)
+
+
+def test_norm_follows_the_weights(tmp_path):
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(b"x")
+    assert build_cfg({"weights": str(ckpt)}, 20).MODEL.RESNETS.NORM == "FrozenBN"
+    (tmp_path / "config.yaml").write_text(build_cfg({"weights": "scratch"}, 20).dump())
+    cfg = build_cfg({"weights": str(ckpt)}, 20)  # a checkpoint of ours: its own architecture
+    assert cfg.MODEL.RESNETS.NORM == "GN" and cfg.MODEL.FPN.NORM == "GN" and cfg.MODEL.WEIGHTS == str(ckpt)
+    assert build_cfg({"weights": "imagenet", "norm": "GN"}, 20).MODEL.RESNETS.NORM == "GN"
+    with pytest.raises(ConfigError, match="norm must be"):
+        build_cfg({"norm": "BN"}, 20)

@@ -15,6 +15,7 @@ from detectron2.config import CfgNode, get_cfg
 DEFAULTS: dict = {
     "backbone": "R50-FPN",  # one of BACKBONES
     "weights": "imagenet",  # imagenet | coco | scratch | path to a .pth/.pkl file
+    "norm": "auto",  # GN | FrozenBN | auto (GN for scratch, FrozenBN for model-zoo weights, a file's own config)
     "epochs": 120,
     "batch_size": 1,
     "lr": 0.01,
@@ -37,6 +38,7 @@ DEFAULTS: dict = {
     "proposals_train": 2000,  # RPN post-NMS top-k per image in training
     "proposals_test": 3000,
     "detections_per_image": 2000,  # > the 1,862 nuclei of the densest course image
+    "box_head_fc_dim": 1024,  # width of the box head's fully connected layer(s); smaller = lighter checkpoints
     "score_thresh_test": 0.05,
     "seed": 0,
 }
@@ -93,6 +95,8 @@ def _check(hp: dict) -> None:
     for k in ("hflip", "vflip", "brightness"):
         if not 0 <= hp[k] <= 1:
             raise ConfigError(f"{k} must be in [0, 1], got {hp[k]!r}")
+    if hp["norm"] not in ("auto", "GN", "FrozenBN"):
+        raise ConfigError(f"norm must be auto, GN or FrozenBN, got {hp['norm']!r}")
     if not 0 <= hp["warmup_epochs"] <= hp["epochs"]:
         raise ConfigError(f"warmup_epochs must be in [0, epochs], got {hp['warmup_epochs']!r}")
     if not isinstance(hp["decay_epochs"], (list, tuple)):
@@ -118,6 +122,19 @@ def resolve_weights(weights: str, backbone: str) -> str:
     return str(path.resolve())
 
 
+def _norm(hp: dict) -> str:
+    """The normalization the model is built with; weights from a file of ours carry their config.yaml beside them."""
+    if hp["norm"] != "auto":
+        return hp["norm"]
+    if hp["weights"] == "scratch":
+        return "GN"
+    beside = Path(str(hp["weights"])).expanduser().parent / "config.yaml"
+    if hp["weights"] not in ("imagenet", "coco") and beside.is_file():
+        saved = CfgNode.load_yaml_with_base(str(beside), allow_unsafe=False)
+        return saved.get("MODEL", {}).get("RESNETS", {}).get("NORM", "FrozenBN")
+    return "FrozenBN"
+
+
 def validate(hp: dict) -> dict:
     """Hyperparameters with defaults filled in, checked (cheap: call before loading data or models)."""
     hp = with_defaults(hp)
@@ -141,7 +158,7 @@ def build_cfg(hp: dict, num_train_images: int, output_dir: str | Path = ".", dev
     cfg.MODEL.RESNETS.DEPTH = depth
     if depth < 50:
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    if hp["weights"] == "scratch":
+    if _norm(hp) == "GN":
         # FrozenBN cannot train from random init (diverges within iterations): GroupNorm everywhere, nothing frozen,
         # as in Detectron2's Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml.
         cfg.MODEL.RESNETS.NORM = "GN"
@@ -165,6 +182,7 @@ def build_cfg(hp: dict, num_train_images: int, output_dir: str | Path = ".", dev
     cfg.MODEL.RPN.POST_NMS_TOPK_TEST = int(hp["proposals_test"])
     cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 2 * int(hp["proposals_test"])
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = int(hp["roi_batch_size"])
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = int(hp["box_head_fc_dim"])
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = float(hp["score_thresh_test"])
     cfg.TEST.DETECTIONS_PER_IMAGE = int(hp["detections_per_image"])
 

@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -194,12 +193,24 @@ class EpochReportHook(HookBase):
 # One trial, with or without Ray
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+def _setup_logging(log_file: str | None = None) -> None:
+    """INFO to stdout (and to log_file), Detectron2 quiet but for its periodic metric lines. Idempotent."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(name)s: %(message)s")
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(fmt)
+        root.addHandler(console)
     setup_logger()  # same arguments as DefaultTrainer's call, so its lru_cache makes that one a no-op
     logging.getLogger("detectron2").setLevel(logging.WARNING)
     logging.getLogger("detectron2.utils.events").setLevel(logging.INFO)
     logging.getLogger("fvcore").setLevel(logging.WARNING)
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+        logging.getLogger("detectron2").addHandler(handler)  # detectron2's logger does not propagate to the root
 
 
 def run_trial(
@@ -267,14 +278,16 @@ def tune_trial(config: dict, settings: dict) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(ckpt_dir))
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # Ray has copied it to the trial's storage
 
-    # The trial's log sits in its working folder, which Ray syncs into the sweep folder (sync_artifacts).
-    handler = logging.FileHandler("trial.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    logging.getLogger("detectron2").addHandler(handler)  # detectron2's logger does not propagate to the root
     checkpoint = tune.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt_dir:
-        run_trial(config, Settings.from_dict(settings), report, workdir=os.getcwd(), resume_from=ckpt_dir)
+    # The log goes to the trial's working folder, which Ray syncs into the sweep folder (sync_artifacts); a restarted
+    # trial may get a fresh working folder, so it writes a log of its own instead of replacing the first one.
+    _setup_logging("trial.log" if checkpoint is None else f"trial-resumed-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    # Checkpoints are staged outside the working folder, which Ray syncs to storage.
+    with (
+        checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt_dir,
+        tempfile.TemporaryDirectory(prefix="nucleitune-trial-") as workdir,
+    ):
+        run_trial(config, Settings.from_dict(settings), report, workdir=workdir, resume_from=ckpt_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""Real sweeps: Ray Tune + Optuna + ASHA + Detectron2 on one-tile datasets, driven through the CLI."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from tests.conftest import CPU_HEADS, DUP_TILE, ROOT
+
+
+def _space(tmp_path: Path, data: Path, cache: Path, **over) -> Path:
+    doc = {
+        "name": "t",
+        "searcher": "optuna",
+        "scheduler": "asha",
+        "num_samples": 3,
+        "max_concurrent": 1,
+        "resources": {"cpu": 2},
+        "asha": {"grace_period": 1, "reduction_factor": 2},
+        "max_failures": 0,
+        "settings": {
+            "data": str(data),
+            "split": {"val_ids": ["copy"], "train_ids": [DUP_TILE]},
+            "eval_every": 1,
+            "cache_dir": str(cache),
+        },
+        "fixed": {
+            "backbone": "R18-FPN",
+            "weights": "scratch",
+            "epochs": 3,
+            "warmup_epochs": 0,
+            "decay_epochs": [],
+            "crop_size": 128,
+            "hflip": 0.0,
+            "vflip": 0.0,
+            **CPU_HEADS,
+        },
+        "params": {"brightness": {"uniform": [0.0, 0.1]}},
+    }
+    for k, v in over.items():
+        doc[k] = {**doc[k], **v} if isinstance(v, dict) and k in ("fixed", "params") else v
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _run(*args, timeout=900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "search.run", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_sweep_asha_stops_a_bad_trial_and_optuna_learns(dup_data, cache_dir, pretrained, tmp_path):
+    # Trials start from a model that already finds nuclei; score_thresh_test 0.9999 keeps no detection, so that
+    # trial scores 0 at epoch 1 and ASHA (rung at epoch 1, factor 2) must stop it.
+    space = _space(
+        tmp_path,
+        dup_data,
+        cache_dir,
+        fixed={"weights": str(pretrained), "lr": 1e-4},
+        params={"score_thresh_test": {"choice": [0.05, 0.9999]}},
+        points_to_evaluate=[
+            {"score_thresh_test": 0.05, "brightness": 0.0},
+            {"score_thresh_test": 0.9999, "brightness": 0.0},
+        ],
+    )
+    p = _run("--space", str(space), "--results", str(tmp_path / "results"), "--name", "asha")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    folder = tmp_path / "results" / "asha"
+    board = pd.read_csv(folder / "leaderboard.csv")
+    assert len(board) == 3 and board["trial_id"].is_unique
+    good = board[board["hp.score_thresh_test"] == 0.05].iloc[0]
+    bad = board[board["hp.score_thresh_test"] == 0.9999].iloc[0]
+    assert good["status"] == "finished" and good["epochs_run"] == 3 and good["best_val_map50"] > 0
+    assert bad["status"] == "stopped_early" and bad["epochs_run"] == 1 and bool(bad["stopped_early"])
+    assert "best: trial" in p.stdout and "leaderboard:" in p.stdout
+
+    # Every trial wrote its log and kept at most two checkpoints (best and latest).
+    for row in board.itertuples():
+        trial_dir = Path(row.path)
+        assert (trial_dir / "trial.log").is_file()
+        assert 1 <= len(list(trial_dir.glob("checkpoint_*"))) <= 2
+
+    # The Optuna study behind the searcher holds the three completed trials with their values.
+    from optuna.trial import TrialState
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = ConcurrencyLimiter(OptunaSearch(), max_concurrent=1)
+    searcher.restore_from_dir(str(folder))
+    study = searcher.searcher._ot_study
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 3 and all(t.value is not None for t in done)
+    values = {t.params["score_thresh_test"]: t.value for t in done}
+    assert set(values) == {0.05, 0.9999} and values[0.9999] == 0.0 and values[0.05] > 0
+
+
+def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
+    space = _space(tmp_path, dup_data, cache_dir, scheduler="fifo")
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--results", str(results), "--name", "r"]
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    folder = results / "r"
+    deadline = time.time() + 600
+    # Kill once the second trial has a checkpoint: one trial done, one mid-training, one not started.
+    while time.time() < deadline and len(list(folder.glob("trial_*/checkpoint_*"))) < 4:
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        time.sleep(0.5)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    time.sleep(2)
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)  # whatever Ray left of that session
+    except ProcessLookupError:
+        pass
+    assert not (folder / "leaderboard.csv").exists()
+
+    p = _run("--resume", "--results", str(results), "--name", "r")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    board = pd.read_csv(folder / "leaderboard.csv")
+    assert len(board) == 3 and board["trial_id"].is_unique
+    assert (board["status"] == "finished").all() and (board["epochs_run"] == 3).all()
+    logs = {r.trial_id: " ".join(p.read_text() for p in Path(r.path).glob("trial*.log")) for r in board.itertuples()}
+    resumed = [t for t, text in logs.items() if "resumed from" in text]
+    assert len(resumed) == 1, logs  # the trial that was mid-training continued from its checkpoint
