@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED=0
 export MLFLOW_DISABLE_TELEMETRY=true
 export TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S=0
 
-.PHONY: install demo test lint clean
+.PHONY: install browser demo ui trial test lint clean
 
 install: $(STAMP)
 
@@ -21,10 +21,23 @@ $(STAMP): pyproject.toml scripts/install_detectron2.sh
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m trainable.train --config trainable/demo_trial.yaml --data sample_data/nuclei --out results/demo-trial
+	$(PY) -m search.run --space spaces/smoke.yaml
+	$(PY) -m search.export --best
+	@echo "MLflow UI: make ui"
 
-test: install
-	$(PY) -m pytest -q tests
+ui: install
+	$(PY) -m search.ui
+
+trial: install
+	$(PY) -m trainable.train --config trainable/demo_trial.yaml --out results/demo-trial
+
+# Debian's chromium for the MLflow UI browser test (root, as on these machines and in CI).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: install browser
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q --durations=10 tests
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="asha (early stopping on epoch) or fifo (none)")
     p.add_argument("--seed", type=int, help="searcher seed")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (--name, default latest)")
+    p.add_argument(
+        "--mlflow-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI, e.g. http://host:5000 for a cluster (default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///RESULTS/mlflow.db); 'off' disables MLflow",
+    )
     return p
 
 
@@ -113,11 +119,14 @@ def _latest(results: Path) -> str:
     return sweeps[-1].parent.name
 
 
-def check_data(settings: Settings) -> None:
-    """Read (and cache) the dataset once on the driver: dataset errors stop the sweep before Ray starts."""
+def check_data(settings: Settings) -> int:
+    """Read (and cache) the dataset once on the driver: dataset errors stop the sweep before Ray starts.
+
+    Returns the number of training images (for epoch arithmetic on the driver)."""
     records, stats = load_train_records(settings.data, settings.cache_dir)
     train, val = Split.from_dict(settings.split).apply([r["image_id"] for r in records])
     print(f"data: {settings.data}: {len(train)} train / {len(val)} val images, {stats.instances} nuclei", flush=True)
+    return len(train)
 
 
 def sweep_trial(config: dict, space: Space, settings: dict) -> None:
@@ -127,7 +136,7 @@ def sweep_trial(config: dict, space: Space, settings: dict) -> None:
     tune_trial(space.hparams(config), settings)
 
 
-def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool):
+def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, callbacks: list):
     from optuna.samplers import TPESampler
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -187,6 +196,7 @@ def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool):
             failure_config=tune.FailureConfig(max_failures=space.max_failures),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # trial.log from each trial's working folder
             progress_reporter=reporter,
+            callbacks=callbacks,
             verbose=1,
         ),
     )
@@ -208,11 +218,40 @@ def start_ray(address: str | None, folder: Path) -> None:
         ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=str(Path("/tmp") / f"ray-{os.getuid()}"))
 
 
+def start_tracking(args, space: Space, settings: Settings, folder: Path, num_train: int):
+    """(tracker, parent run id, callbacks); MLflow off or unreachable -> no callbacks, the sweep goes on."""
+    from search import tracking
+    from trainable.data import dataset_fingerprint
+
+    saved = json.loads((folder / SETTINGS_FILE).read_text())
+    uri = saved.get("mlflow_uri")
+    if uri == "off":
+        return None, None, []
+    tracker = tracking.Tracker(uri, artifact_root=folder.parent / "mlartifacts" if uri.startswith("sqlite") else None)
+    parent = saved.get("mlflow_parent_run_id")
+    if parent is None:
+        tags = {
+            "data_fingerprint": dataset_fingerprint(settings.data),
+            "git_commit": tracking.git_commit(),
+            "ray_address": args.address or "local",
+            "space": str(Path(args.space).resolve()),
+        }
+        parent = tracker.start_parent(folder.name, tags, [folder / SPACE_COPY, folder / SETTINGS_FILE])
+        if parent is None:
+            return tracker, None, []
+        saved["mlflow_parent_run_id"] = parent
+        (folder / SETTINGS_FILE).write_text(json.dumps(saved, indent=1))
+    else:
+        tracker.safe("reopening the sweep's run", tracker.client.update_run, parent, "RUNNING")
+    print(f"mlflow: {uri} (sweep run {parent})", flush=True)
+    return tracker, parent, [tracking.MLflowCallback(tracker, parent, space, num_train)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         space, settings, folder = resolve(args)
-        check_data(settings)
+        num_train = check_data(settings)
     except (SpaceError, UsageError, ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -221,18 +260,23 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(args.space, folder / SPACE_COPY)
         overrides = {k: getattr(space, k) for k in ("searcher", "scheduler", "num_samples", "max_concurrent", "seed")}
         overrides["resources"] = space.resources
-        (folder / SETTINGS_FILE).write_text(
-            json.dumps({"settings": settings.__dict__, "overrides": overrides, "address": args.address}, indent=1)
-        )
+        sweep = {
+            "settings": settings.__dict__,
+            "overrides": overrides,
+            "address": args.address,
+            "mlflow_uri": args.mlflow_uri or f"sqlite:///{folder.parent / 'mlflow.db'}",
+        }
+        (folder / SETTINGS_FILE).write_text(json.dumps(sweep, indent=1))
     print(f"sweep {folder.name}: {space.num_samples} trial(s), searcher {space.searcher}, scheduler {space.scheduler}")
     print(describe(space), flush=True)
+    tracker, parent, callbacks = start_tracking(args, space, settings, folder, num_train)
 
     import ray
 
     start = time.perf_counter()
     start_ray(args.address, folder)
     try:
-        tuner = build_tuner(space, settings, folder, resume=args.resume)
+        tuner = build_tuner(space, settings, folder, resume=args.resume, callbacks=callbacks)
         tuner.fit()
         wall = time.perf_counter() - start
         table = leaderboard.build(folder, space)
@@ -243,6 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     print(leaderboard.summary(table, space, wall))
     expected = len(table) if space.searcher == "grid" else space.num_samples
     ended = table["status"].isin(["finished", "stopped_early", "failed", "error"]).sum() if len(table) else 0
+    if parent:
+        from search import tracking
+
+        tracking.close_sweep(tracker, parent, folder, space, complete=ended >= expected)
+        if tracker.failures:
+            print(
+                f"warning: {tracker.failures} MLflow call(s) failed; Ray's results in {folder} hold every metric",
+                file=sys.stderr,
+            )
     if ended < expected:
         print(
             f"error: sweep interrupted: {ended} of {expected} trials ended; continue with "

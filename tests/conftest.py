@@ -1,13 +1,20 @@
 """Shared fixtures: the course dataset beside the project, small subsets of it, and a per-session annotation cache."""
 
+import json
 import os
 import shutil
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from search.ui import free_port, server_command, server_env, wait_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NUCLEI_DATA", ROOT.parent / "shared" / "data" / "nuclei"))
@@ -97,3 +104,98 @@ def pretrained(dup_data, cache_dir, tmp_path_factory) -> Path:
     value, best = reporter.best
     assert value > 0.05, f"pretraining reached only val_map50 {value}"
     return best / "model.pth"
+
+
+def sweep_space(tmp_path: Path, data: Path, cache: Path, **over) -> Path:
+    doc = {
+        "name": "t",
+        "searcher": "optuna",
+        "scheduler": "asha",
+        "num_samples": 3,
+        "max_concurrent": 1,
+        "resources": {"cpu": 2},
+        "asha": {"grace_period": 1, "reduction_factor": 2},
+        "max_failures": 0,
+        "settings": {
+            "data": str(data),
+            "split": {"val_ids": ["copy"], "train_ids": [DUP_TILE]},
+            "eval_every": 1,
+            "cache_dir": str(cache),
+        },
+        "fixed": {
+            "backbone": "R18-FPN",
+            "weights": "scratch",
+            "epochs": 3,
+            "warmup_epochs": 0,
+            "decay_epochs": [],
+            "crop_size": 128,
+            "hflip": 0.0,
+            "vflip": 0.0,
+            **CPU_HEADS,
+        },
+        "params": {"brightness": {"uniform": [0.0, 0.1]}},
+    }
+    for k, v in over.items():
+        doc[k] = {**doc[k], **v} if isinstance(v, dict) and k in ("fixed", "params") else v
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def api(url: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        server_command(f"sqlite:///{root / 'mlflow.db'}", "127.0.0.1", port, root / "artifacts"),
+        env=server_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_ready(url, proc, timeout=120)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def swept(mlflow_server, dup_data, cache_dir, tmp_path_factory):
+    """A 2-trial FIFO sweep of 2 epochs, logged to the server: (experiment id, runs, sweep folder)."""
+    tmp = tmp_path_factory.mktemp("mlflow-sweep")
+    space = sweep_space(tmp, dup_data, cache_dir, scheduler="fifo", num_samples=2, fixed={"epochs": 2})
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "search.run",
+            "--space",
+            str(space),
+            "--results",
+            str(tmp / "results"),
+            "--name",
+            "ml",
+            "--mlflow-uri",
+            mlflow_server,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    exp = api(mlflow_server, "experiments/get-by-name?experiment_name=nucleitune")["experiment"]
+    runs = api(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    return exp["experiment_id"], runs, tmp / "results" / "ml"

@@ -8,45 +8,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from tests.conftest import CPU_HEADS, DUP_TILE, ROOT
-
-
-def _space(tmp_path: Path, data: Path, cache: Path, **over) -> Path:
-    doc = {
-        "name": "t",
-        "searcher": "optuna",
-        "scheduler": "asha",
-        "num_samples": 3,
-        "max_concurrent": 1,
-        "resources": {"cpu": 2},
-        "asha": {"grace_period": 1, "reduction_factor": 2},
-        "max_failures": 0,
-        "settings": {
-            "data": str(data),
-            "split": {"val_ids": ["copy"], "train_ids": [DUP_TILE]},
-            "eval_every": 1,
-            "cache_dir": str(cache),
-        },
-        "fixed": {
-            "backbone": "R18-FPN",
-            "weights": "scratch",
-            "epochs": 3,
-            "warmup_epochs": 0,
-            "decay_epochs": [],
-            "crop_size": 128,
-            "hflip": 0.0,
-            "vflip": 0.0,
-            **CPU_HEADS,
-        },
-        "params": {"brightness": {"uniform": [0.0, 0.1]}},
-    }
-    for k, v in over.items():
-        doc[k] = {**doc[k], **v} if isinstance(v, dict) and k in ("fixed", "params") else v
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+from tests.conftest import ROOT
+from tests.conftest import sweep_space as _space
 
 
 def _run(*args, timeout=900) -> subprocess.CompletedProcess:

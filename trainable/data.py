@@ -139,8 +139,8 @@ def convert_image(image_dir: Path) -> dict:
 # The cached training set
 
 
-def train_image_dirs(root: Path) -> list[Path]:
-    train = Path(root) / "train"
+def train_image_dirs(root: Path, subdir: str = "train") -> list[Path]:
+    train = Path(root) / subdir
     if not Path(root).is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     if not train.is_dir():
@@ -171,13 +171,15 @@ class LoadStats:
 
 
 def load_train_records(
-    root: str | Path, cache_dir: str | Path | None = None, workers: int | None = None
+    root: str | Path, cache_dir: str | Path | None = None, workers: int | None = None, subdir: str = "train"
 ) -> tuple[list[dict], LoadStats]:
-    """All training records, from the cache where the files are unchanged; misses are converted in parallel."""
+    """All training records, from the cache where the files are unchanged; misses are converted in parallel.
+
+    `subdir` is the folder of <id>/images + <id>/masks under root ("" when root itself is that folder)."""
     root = Path(root)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     stats = LoadStats()
-    dirs = train_image_dirs(root)
+    dirs = train_image_dirs(root, subdir)
     records: dict[str, dict] = {}
     misses: list[tuple[Path, Path]] = []
     for d in dirs:
@@ -204,7 +206,7 @@ def load_train_records(
     out = [records[d.name] for d in dirs]
     for rec in out:
         # Paths are stored resolved at conversion; a moved dataset with unchanged files keeps its cache.
-        rec["file_name"] = str((root / "train" / rec["image_id"] / "images" / f"{rec['image_id']}.png").resolve())
+        rec["file_name"] = str((root / subdir / rec["image_id"] / "images" / f"{rec['image_id']}.png").resolve())
         stats.skipped_empty_masks += rec.get("skipped_empty_masks", [])
     for f in stats.skipped_empty_masks:
         logger.warning("%s: empty mask skipped", f)

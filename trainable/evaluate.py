@@ -82,6 +82,11 @@ class MaskAPEvaluator(DatasetEvaluator):
         self._results: list[dict] = []
         self._detections = 0
 
+    @property
+    def results(self) -> list[dict]:
+        """COCO-format detections of the last pass (RLE masks, scores)."""
+        return self._results
+
     def reset(self) -> None:
         self._results, self._detections = [], 0
 

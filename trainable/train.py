@@ -35,6 +35,7 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.utils.events import CommonMetricPrinter
 from detectron2.utils.logger import setup_logger
 
+from trainable import overlay
 from trainable.augment import NucleiTrainMapper, build_augmentations
 from trainable.config import ConfigError, build_cfg, schedule, validate
 from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
@@ -140,7 +141,10 @@ class NucleiTrainer(DefaultTrainer):
     def validate(self) -> dict:
         mapper = DatasetMapper(self.cfg, is_train=False, augmentations=[])
         loader = build_detection_test_loader(self.data.val, mapper=mapper)
-        return inference_on_dataset(self.model, loader, MaskAPEvaluator(self.data.val))
+        evaluator = MaskAPEvaluator(self.data.val)
+        metrics = inference_on_dataset(self.model, loader, evaluator)
+        self.last_predictions = evaluator.results
+        return metrics
 
     def save_checkpoint(self, state: dict) -> str:
         """Full checkpoint (model, optimizer, scheduler, iteration) + config and state, in a fresh folder."""
@@ -148,6 +152,13 @@ class NucleiTrainer(DefaultTrainer):
         DetectionCheckpointer(self.model, ckpt_dir, **self.checkpointer.checkpointables).save("model")
         Path(ckpt_dir, "config.yaml").write_text(self.cfg.dump())
         Path(ckpt_dir, "state.json").write_text(json.dumps({**state, "hparams": self.hp}, indent=1))
+        first = self.data.val[0]
+        shown = [
+            r["segmentation"]
+            for r in getattr(self, "last_predictions", [])
+            if r["image_id"] == first["image_id"] and r["score"] >= 0.5
+        ]
+        overlay.save(first["file_name"], shown, Path(ckpt_dir, "val_overlay.png"))
         return ckpt_dir
 
 

@@ -1,0 +1,242 @@
+"""Export a submission from a sweep's best model, or score a submission against labelled tiles.
+
+    python -m search.export --best [--name SWEEP]          # best trial (highest val_map50), its best checkpoint
+    python -m search.export --trial ID [--name SWEEP]
+    python -m search.export --checkpoint DIR                # any trial checkpoint folder (model.pth + config.yaml)
+    python -m search.export --score answer.json --gt DIR    # AP50@100 (course), AP50 uncapped, AP; recall ceiling
+
+A submission is COCO results JSON: [{image_id, category_id: 1, segmentation: {size, counts}, score, bbox}], image ids
+from test_img_ids.json, all detections the model gives, sorted by score. Written atomically, with a zip for upload
+and one overlay PNG per tile; validated with pycocotools before success is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from search.leaderboard import best_checkpoint
+from search.run import SETTINGS_FILE, UsageError, _latest
+from trainable.config import ConfigError
+from trainable.data import DatasetError, load_test_index, load_train_records
+
+
+class ExportError(ValueError):
+    pass
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # keeps the suffix (PIL reads it)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple[Path, Path, dict]:
+    """(sweep folder, checkpoint folder, row of the leaderboard) for --best or --trial."""
+    folder = results / (name or _latest(results))
+    board_path = folder / "leaderboard.csv"
+    if not board_path.is_file():
+        raise ExportError(f"{folder}: no leaderboard.csv (the sweep has not ended; resume it first)")
+    board = pd.read_csv(board_path, dtype={"trial_id": str})
+    if trial:
+        rows = board[board["trial_id"] == trial]
+        if rows.empty:
+            raise ExportError(f"{board_path}: no trial {trial!r} (trials: {', '.join(board['trial_id'])})")
+    else:
+        rows = board[board["status"].isin(["finished", "stopped_early"]) & board["best_val_map50"].notna()]
+        if rows.empty:
+            raise ExportError(f"{board_path}: no finished trial to export")
+        rows = rows.sort_values("best_val_map50", ascending=False)
+    row = rows.iloc[0].to_dict()
+    trial_dir = Path(str(row["path"])) if isinstance(row.get("path"), str) else folder / f"trial_{row['trial_id']}"
+    ckpt = best_checkpoint(trial_dir)
+    if ckpt is None:
+        raise ExportError(f"{trial_dir}: trial {row['trial_id']} has no checkpoint")
+    return folder, ckpt, row
+
+
+def validate_submission(results: list[dict], index: list[dict]) -> None:
+    """pycocotools must accept the results against a ground-truth stub; ids known; every RLE decodes to its tile."""
+    import contextlib
+    import io
+
+    import pycocotools.mask as mask_util
+    from pycocotools.coco import COCO
+
+    sizes = {e["id"]: (e["height"], e["width"]) for e in index}
+    for i, r in enumerate(results):
+        if set(r) < {"image_id", "category_id", "segmentation", "score"} or r["category_id"] != 1:
+            raise ExportError(f"detection {i}: needs image_id, category_id 1, segmentation, score")
+        if r["image_id"] not in sizes:
+            raise ExportError(f"detection {i}: unknown image_id {r['image_id']!r}")
+        seg = r["segmentation"]
+        if not isinstance(seg.get("counts"), str) or list(seg["size"]) != list(sizes[r["image_id"]]):
+            raise ExportError(f"detection {i}: RLE size {seg.get('size')} != tile {sizes[r['image_id']]}")
+        if mask_util.decode(seg).shape != sizes[r["image_id"]]:
+            raise ExportError(f"detection {i}: RLE does not decode to {sizes[r['image_id']]}")
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": e["id"], "height": e["height"], "width": e["width"]} for e in index],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "nucleus"}],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        if results:
+            gt.loadRes(results)
+
+
+def export(checkpoint: Path, data: Path, out: Path, device: str, score_threshold: float | None, tta: bool) -> dict:
+    from trainable import overlay
+    from trainable.predict import Predictor
+
+    index = load_test_index(data)  # checked against the files before the model is loaded
+    predictor = Predictor(checkpoint, device=device, score_threshold=score_threshold, tta=tta)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    overlays = out.parent / "overlays"
+    overlays.mkdir(exist_ok=True)
+    results, start = [], time.perf_counter()
+    for i, entry in enumerate(index, start=1):
+        t0 = time.perf_counter()
+        dets = predictor.predict(entry["file_name"], entry["id"])
+        results += dets
+        confident = [d for d in dets if d["score"] >= 0.5] or dets[: max(1, len(dets) // 10)]  # weak models: top 10%
+        shown = [d["segmentation"] for d in confident]
+        png = overlays / f"{Path(entry['file_name']).stem}.png"
+        _atomic_write(png, lambda p, e=entry, s=shown: overlay.save(e["file_name"], s, p))
+        print(
+            f"[{i}/{len(index)}] {Path(entry['file_name']).name}: {len(dets)} detections "
+            f"({time.perf_counter() - t0:.1f} s)",
+            flush=True,
+        )
+    validate_submission(results, index)
+    _atomic_write(out, lambda p: p.write_text(json.dumps(results)))
+    zip_path = out.with_suffix(".zip")
+    _atomic_write(zip_path, lambda p: _zip(out, p))
+    wall = time.perf_counter() - start
+    return {
+        "submission": str(out),
+        "zip": str(zip_path),
+        "overlays": str(overlays),
+        "tiles": len(index),
+        "detections": len(results),
+        "seconds_per_tile": wall / len(index),
+        "checkpoint": str(checkpoint),
+    }
+
+
+def _zip(src: Path, dest: Path) -> None:
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(src, arcname=src.name)
+
+
+def score(submission: Path, gt_dir: Path, cache_dir: str | None = None) -> dict:
+    """Mask AP of a submission against labelled tiles (<id>/images, <id>/masks, or a dataset root with train/)."""
+    from trainable.evaluate import coco_ground_truth, mask_ap, recall_ceiling
+
+    if not submission.is_file():
+        raise ExportError(f"{submission}: file not found")
+    try:
+        results = json.loads(submission.read_text())
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{submission}: not valid JSON ({e})") from None
+    if not isinstance(results, list):
+        raise ExportError(f"{submission}: expected a list of detections")
+    subdir = "train" if (gt_dir / "train").is_dir() else ""
+    records, _ = load_train_records(gt_dir, cache_dir, subdir=subdir)
+    # Image ids: test_img_ids.json beside the tiles maps "<id>.png" -> id; otherwise the folder names.
+    ids = {r["image_id"]: r["image_id"] for r in records}
+    index_file = gt_dir / "test_img_ids.json"
+    if index_file.is_file():
+        ids = {Path(e["file_name"]).stem: e["id"] for e in json.loads(index_file.read_text())}
+    for r in records:
+        r["image_id"] = ids.get(r["image_id"], r["image_id"])
+    known = {r["image_id"] for r in records}
+    unknown = {d.get("image_id") for d in results} - known
+    if unknown:
+        raise ExportError(f"{submission}: image_id(s) {sorted(map(str, unknown))[:5]} not among the tiles of {gt_dir}")
+    gt = coco_ground_truth(records)
+    return {**mask_ap(gt, results), "recall_ceiling_at_100": recall_ceiling(gt)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m search.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--best", action="store_true", help="the trial with the highest validation val_map50")
+    what.add_argument("--trial", help="a trial id of the sweep (see leaderboard.csv)")
+    what.add_argument("--checkpoint", help="an explicit checkpoint folder (model.pth + config.yaml)")
+    what.add_argument("--score", metavar="SUBMISSION", help="score a submission JSON against --gt")
+    p.add_argument("--gt", help="labelled tiles for --score: <id>/images + <id>/masks (or a dataset root)")
+    p.add_argument("--name", help="sweep name (default: the latest in --results)")
+    p.add_argument("--results", default="results", help="folder of sweeps (default: %(default)s)")
+    p.add_argument("--data", help="dataset with test/ and test_img_ids.json (default: the sweep's data)")
+    p.add_argument("--out", help="submission JSON (default: RESULTS/NAME/submission/answer.json)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
+    p.add_argument("--score-threshold", type=float, help="drop detections below this score (default: the model's)")
+    p.add_argument("--tta", action="store_true", help="test-time flip augmentation (Detectron2's TTA)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.score:
+            if not args.gt:
+                raise UsageError("--score needs --gt DIR (labelled tiles)")
+            s = score(Path(args.score), Path(args.gt))
+            print(
+                f"AP50@100 (course scorer): {s['map50']:.4f}\nAP50 uncapped: {s['map50_all']:.4f}\n"
+                f"AP@[.5:.95]@100: {s['map']:.4f}"
+            )
+            for image_id, c in s["recall_ceiling_at_100"].items():
+                print(f"  {image_id}: recall ceiling at 100 detections {c:.3f}")
+            return 0
+        if args.score_threshold is not None and not 0 <= args.score_threshold < 1:
+            raise UsageError(f"--score-threshold must be in [0, 1), got {args.score_threshold}")
+        results = Path(args.results).resolve()
+        if args.checkpoint:
+            ckpt = Path(args.checkpoint).resolve()
+            if not ckpt.is_dir():
+                raise ExportError(f"{ckpt}: checkpoint folder not found")
+            folder, row = None, {}
+        else:
+            folder, ckpt, row = pick_checkpoint(results, args.name, args.trial)
+        data = args.data
+        if data is None and folder is not None:
+            data = json.loads((folder / SETTINGS_FILE).read_text())["settings"]["data"]
+        if data is None:
+            raise UsageError("--data DIR is needed with --checkpoint")
+        out = Path(args.out) if args.out else (folder or ckpt) / "submission" / "answer.json"
+        import torch
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device here")
+        if row:
+            print(f"trial {row['trial_id']} (best val_map50 {row['best_val_map50']:.4f}), checkpoint {ckpt.name}")
+        info = export(ckpt, Path(data), out.resolve(), device, args.score_threshold, args.tta)
+    except (UsageError, ExportError, ConfigError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"submission: {info['submission']} ({info['detections']} detections on {info['tiles']} tiles, "
+        f"{info['seconds_per_tile']:.1f} s per tile; validated with pycocotools)\nzip: {info['zip']}\n"
+        f"overlays: {info['overlays']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Export: a validated RLE submission from a trained model; scoring against labelled tiles; clear errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pycocotools.mask as mask_util
+import pytest
+
+from search.export import score
+from tests.conftest import ROOT
+from trainable.data import load_train_records
+from trainable.evaluate import COURSE_MAX_DETS
+
+
+def _export(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "search.export", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_export_from_a_checkpoint_is_a_valid_submission(pretrained, dup_data, tmp_path):
+    out = tmp_path / "sub" / "answer.json"
+    p = _export("--checkpoint", str(pretrained.parent), "--data", str(dup_data), "--out", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "validated with pycocotools" in p.stdout
+    results = json.loads(out.read_text())
+    index = json.loads((dup_data / "test_img_ids.json").read_text())
+    assert {r["image_id"] for r in results} == {e["id"] for e in index}
+    for e in index:
+        dets = [r for r in results if r["image_id"] == e["id"]]
+        assert [d["score"] for d in dets] == sorted((d["score"] for d in dets), reverse=True)
+        for d in dets:
+            assert d["category_id"] == 1 and isinstance(d["segmentation"]["counts"], str)
+            assert mask_util.decode(d["segmentation"]).shape == (e["height"], e["width"])
+    assert zipfile.ZipFile(out.with_suffix(".zip")).namelist() == ["answer.json"]
+    assert len(list((out.parent / "overlays").glob("*.png"))) == len(index)
+    assert not list(out.parent.glob(".*tmp*"))  # no half-written file left behind
+
+
+def test_best_picks_the_best_trials_best_checkpoint(swept, dup_data, tmp_path):
+    _, _, folder = swept
+    p = _export("--best", "--results", str(folder.parent), "--name", folder.name, "--out", str(tmp_path / "a.json"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    board = pd.read_csv(folder / "leaderboard.csv", dtype={"trial_id": str})
+    best = board.sort_values("best_val_map50", ascending=False).iloc[0]
+    assert f"trial {best['trial_id']} " in p.stdout
+    used = p.stdout.split("checkpoint ")[1].split()[0]
+    state = json.loads((folder / f"trial_{best['trial_id']}" / used / "state.json").read_text())
+    assert state["metrics"]["val_map50"] == pytest.approx(best["best_val_map50"])
+
+
+def test_ground_truth_submission_scores(small_data, cache_dir, tmp_path):
+    records, _ = load_train_records(small_data, cache_dir)
+    rec = records[0]
+    n = len(rec["annotations"])
+    assert n > COURSE_MAX_DETS
+    scores = np.linspace(1.0, 0.5, n)
+    sub = [
+        {"image_id": rec["image_id"], "category_id": 1, "segmentation": a["segmentation"], "score": float(s)}
+        for a, s in zip(rec["annotations"], scores, strict=True)
+    ]
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(sub))
+    s = score(path, small_data / "train", cache_dir)
+    ceiling = s["recall_ceiling_at_100"][rec["image_id"]]
+    assert s["map50_all"] == pytest.approx(1.0)
+    assert ceiling == pytest.approx(COURSE_MAX_DETS / n)
+    assert s["map50"] == pytest.approx(np.sum(np.linspace(0, 1, 101) <= ceiling + 1e-12) / 101)
+    p = _export("--score", str(path), "--gt", str(small_data / "train"))
+    assert p.returncode == 0 and "AP50 uncapped: 1.0000" in p.stdout and "recall ceiling" in p.stdout
+
+
+def _one_line_error(p: subprocess.CompletedProcess, fragment: str) -> None:
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], p.stderr
+
+
+def test_corrupted_inputs(pretrained, dup_data, tmp_path):
+    _one_line_error(_export("--best", "--results", str(tmp_path / "none")), "no sweep found")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    _one_line_error(_export("--checkpoint", str(ckpt), "--data", str(dup_data)), "missing model.pth")
+    shutil.copy(pretrained.parent / "config.yaml", ckpt / "config.yaml")
+    (ckpt / "model.pth").write_bytes(pretrained.read_bytes()[:1000])
+    _one_line_error(_export("--checkpoint", str(ckpt), "--data", str(dup_data)), "unreadable checkpoint")
+    data = tmp_path / "data"
+    shutil.copytree(dup_data / "test", data / "test")
+    (data / "test_img_ids.json").write_text(json.dumps([{"file_name": "x.png", "id": 1, "height": 9, "width": 9}]))
+    _one_line_error(_export("--checkpoint", str(pretrained.parent), "--data", str(data)), "no file")
+    sweep = tmp_path / "results" / "s"
+    sweep.mkdir(parents=True)
+    (sweep / "space.yaml").write_text("{}")
+    pd.DataFrame([{"trial_id": "a", "status": "error", "best_val_map50": None, "path": ""}]).to_csv(
+        sweep / "leaderboard.csv", index=False
+    )
+    _one_line_error(_export("--best", "--results", str(tmp_path / "results")), "no finished trial")
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"image_id": "nope", "category_id": 1, "segmentation": {}, "score": 1}]')
+    _one_line_error(_export("--score", str(bad), "--gt", str(dup_data)), "not among the tiles")

@@ -1,0 +1,67 @@
+"""Load a trial checkpoint and predict whole tiles: COCO results with RLE masks, sorted by score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import detection_utils as utils
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
+
+from trainable.config import ConfigError
+
+
+class Predictor:
+    """A trained Mask R-CNN from a checkpoint folder (model.pth + config.yaml), at native resolution."""
+
+    def __init__(
+        self, checkpoint_dir: str | Path, device: str = "cpu", score_threshold: float | None = None, tta: bool = False
+    ):
+        ckpt = Path(checkpoint_dir)
+        for name in ("model.pth", "config.yaml"):
+            if not (ckpt / name).is_file():
+                raise ConfigError(f"{ckpt}: not a trial checkpoint (missing {name})")
+        cfg = get_cfg()
+        cfg.merge_from_file(str(ckpt / "config.yaml"))
+        cfg.MODEL.DEVICE = device
+        cfg.MODEL.WEIGHTS = str(ckpt / "model.pth")
+        if score_threshold is not None:
+            cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_threshold
+        self.cfg = cfg
+        self.model = build_model(cfg)
+        try:
+            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        except Exception as e:  # a truncated or foreign file
+            raise ConfigError(f"{ckpt / 'model.pth'}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+        self.model.eval()
+        self.tta = tta
+        self._tta_models: dict[int, GeneralizedRCNNWithTTA] = {}
+
+    def _tta_model(self, short_side: int) -> GeneralizedRCNNWithTTA:
+        """Detectron2's flip TTA at the tile's own scale (no resize)."""
+        if short_side not in self._tta_models:
+            cfg = self.cfg.clone()
+            cfg.defrost()
+            cfg.TEST.AUG.ENABLED = True
+            cfg.TEST.AUG.MIN_SIZES = (short_side,)
+            cfg.TEST.AUG.MAX_SIZE = 100_000
+            cfg.TEST.AUG.FLIP = True
+            self._tta_models[short_side] = GeneralizedRCNNWithTTA(cfg, self.model)
+        return self._tta_models[short_side]
+
+    @torch.no_grad()
+    def predict(self, image_path: str | Path, image_id) -> list[dict]:
+        """COCO results for one tile: {image_id, category_id: 1, segmentation (RLE, counts str), bbox, score}."""
+        image = utils.read_image(str(image_path), format=self.cfg.INPUT.FORMAT)
+        h, w = image.shape[:2]
+        inputs = [{"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": h, "width": w}]
+        model = self._tta_model(min(h, w)) if self.tta else self.model
+        instances = model(inputs)[0]["instances"].to("cpu")
+        results = instances_to_coco_json(instances, image_id)
+        for r in results:
+            r["category_id"] = 1
+        return sorted(results, key=lambda r: -r["score"])
