@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -66,12 +67,14 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 
 def sweep_page(url: str, parent_run_id: str | None) -> str:
-    """URL of the experiment's runs table, or of the sweep's parent run."""
+    """The runs table with the sweep's trials only, best val_map50 first (a filter also un-nests the child runs)."""
     req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=nucleitune")
     with urllib.request.urlopen(req, timeout=10) as r:
         exp_id = json.load(r)["experiment"]["experiment_id"]
-    page = f"{url}/#/experiments/{exp_id}/runs"
-    return f"{page}/{parent_run_id}" if parent_run_id else page
+    query = {"orderByKey": "metrics.`val_map50`", "orderByAsc": "false"}
+    if parent_run_id:
+        query["searchFilter"] = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    return f"{url}/#/experiments/{exp_id}/runs?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
 
 
 def main(argv: list[str] | None = None) -> int:

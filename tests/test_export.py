@@ -12,7 +12,7 @@ import pycocotools.mask as mask_util
 import pytest
 
 from search.export import score
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SMALL_IDS, make_subset
 from trainable.data import load_train_records
 from trainable.evaluate import COURSE_MAX_DETS
 
@@ -54,8 +54,9 @@ def test_best_picks_the_best_trials_best_checkpoint(swept, dup_data, tmp_path):
     assert state["metrics"]["val_map50"] == pytest.approx(best["best_val_map50"])
 
 
-def test_ground_truth_submission_scores(small_data, cache_dir, tmp_path):
-    records, _ = load_train_records(small_data, cache_dir)
+def test_ground_truth_submission_scores(shared_data, cache_dir, tmp_path):
+    gt = make_subset(shared_data, tmp_path / "gt", SMALL_IDS[:1]) / "train"  # one labelled tile, <id>/ folders
+    records, _ = load_train_records(gt, cache_dir, subdir="")
     rec = records[0]
     n = len(rec["annotations"])
     assert n > COURSE_MAX_DETS
@@ -66,12 +67,12 @@ def test_ground_truth_submission_scores(small_data, cache_dir, tmp_path):
     ]
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(sub))
-    s = score(path, small_data / "train", cache_dir)
+    s = score(path, gt, cache_dir)
     ceiling = s["recall_ceiling_at_100"][rec["image_id"]]
     assert s["map50_all"] == pytest.approx(1.0)
     assert ceiling == pytest.approx(COURSE_MAX_DETS / n)
     assert s["map50"] == pytest.approx(np.sum(np.linspace(0, 1, 101) <= ceiling + 1e-12) / 101)
-    p = _export("--score", str(path), "--gt", str(small_data / "train"))
+    p = _export("--score", str(path), "--gt", str(gt))
     assert p.returncode == 0 and "AP50 uncapped: 1.0000" in p.stdout and "recall ceiling" in p.stdout
 
 
