@@ -6,7 +6,6 @@ before Ray starts.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,7 +354,3 @@ def describe(space: Space) -> str:
         else:
             lines.append(f"  {p.name}: {p.kind} [{p.low}, {p.high}]" + (f" step {p.step}" if p.step else ""))
     return "\n".join(lines)
-
-
-def is_finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

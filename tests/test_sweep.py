@@ -93,3 +93,34 @@ def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
     logs = {r.trial_id: " ".join(p.read_text() for p in Path(r.path).glob("trial*.log")) for r in board.itertuples()}
     resumed = [t for t, text in logs.items() if "resumed from" in text]
     assert len(resumed) == 1, logs  # the trial that was mid-training continued from its checkpoint
+
+    # MLflow (SQLite under --results): one parent, one run per trial, nothing left RUNNING, no duplicate.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 4 and sorted(r.info.run_name for r in children) == sorted(board["trial_id"])
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    metric_steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "val_map50")]
+    assert sorted(set(metric_steps)) == [1, 2, 3]
+
+
+def test_tracking_server_down_does_not_stop_the_sweep(dup_data, cache_dir, tmp_path):
+    from search.ui import free_port
+
+    space = _space(tmp_path, dup_data, cache_dir, scheduler="fifo", num_samples=1, fixed={"epochs": 1})
+    p = _run(
+        "--space",
+        str(space),
+        "--results",
+        str(tmp_path / "results"),
+        "--name",
+        "down",
+        "--mlflow-uri",
+        f"http://127.0.0.1:{free_port()}",
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "warning: MLflow" in p.stderr and "the sweep goes on" in p.stderr
+    board = pd.read_csv(tmp_path / "results" / "down" / "leaderboard.csv")
+    assert board["status"].tolist() == ["finished"] and board["best_val_map50"].notna().all()
