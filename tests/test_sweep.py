@@ -124,3 +124,21 @@ def test_tracking_server_down_does_not_stop_the_sweep(dup_data, cache_dir, tmp_p
     assert "warning: MLflow" in p.stderr and "the sweep goes on" in p.stderr
     board = pd.read_csv(tmp_path / "results" / "down" / "leaderboard.csv")
     assert board["status"].tolist() == ["finished"] and board["best_val_map50"].notna().all()
+
+
+def test_sweep_where_every_trial_diverges_exits_non_zero_with_reasons(dup_data, cache_dir, tmp_path):
+    # No warm-up and an absurd learning rate: the loss explodes, as the course report saw without warm-up.
+    space = _space(
+        tmp_path,
+        dup_data,
+        cache_dir,
+        scheduler="fifo",
+        num_samples=1,
+        fixed={"epochs": 3, "lr": 1e6},
+        params={"brightness": {"uniform": [0.0, 0.1]}},
+    )
+    p = _run("--space", str(space), "--results", str(tmp_path / "results"), "--name", "nan")
+    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "error: no trial finished" in p.stderr and "NaN/Inf" in p.stderr
+    board = pd.read_csv(tmp_path / "results" / "nan" / "leaderboard.csv")
+    assert board["status"].tolist() == ["failed"] and "NaN/Inf" in board["failure_reason"][0]
