@@ -104,3 +104,11 @@ def test_corrupted_inputs(pretrained, dup_data, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('[{"image_id": "nope", "category_id": 1, "segmentation": {}, "score": 1}]')
     _one_line_error(_export("--score", str(bad), "--gt", str(dup_data)), "not among the tiles")
+
+
+def test_flip_tta_export_is_valid(pretrained, dup_data, tmp_path):
+    out = tmp_path / "tta.json"
+    p = _export("--checkpoint", str(pretrained.parent), "--data", str(dup_data), "--out", str(out), "--tta")
+    assert p.returncode == 0, p.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results and {r["image_id"] for r in results} <= {1, 2}
