@@ -217,8 +217,13 @@ def start_ray(address: str | None, folder: Path) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        # A private local Ray: its dashboard off, its temp files under the results folder's parent.
-        ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=str(Path("/tmp") / f"ray-{os.getuid()}"))
+        # A private local Ray, reachable from this machine only (127.0.0.1), dashboard off, temp files in /tmp.
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=str(Path("/tmp") / f"ray-{os.getuid()}"),
+        )
 
 
 def start_tracking(args, space: Space, settings: Settings, folder: Path, num_train: int):
