@@ -35,10 +35,14 @@ def main() -> None:
                 cached.append(time.perf_counter() - t0)
                 assert not again.converted
     print(f"dataset: {args.data}: {stats.images} images, {stats.instances} nuclei")
-    print(f"cold conversion: median {statistics.median(cold):.2f} s (min {min(cold):.2f}, max {max(cold):.2f}; "
-          f"{args.repeats} runs)")
-    print(f"cached load:     median {statistics.median(cached):.3f} s (min {min(cached):.3f}, max {max(cached):.3f}; "
-          f"{len(cached)} loads)")
+    print(
+        f"cold conversion: median {statistics.median(cold):.2f} s (min {min(cold):.2f}, max {max(cold):.2f}; "
+        f"{args.repeats} runs)"
+    )
+    print(
+        f"cached load:     median {statistics.median(cached):.3f} s (min {min(cached):.3f}, max {max(cached):.3f}; "
+        f"{len(cached)} loads)"
+    )
     print(f"speed-up (median cold / median cached): {statistics.median(cold) / statistics.median(cached):.0f}x")
 
 

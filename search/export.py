@@ -110,8 +110,7 @@ def export(checkpoint: Path, data: Path, out: Path, device: str, score_threshold
         t0 = time.perf_counter()
         dets = predictor.predict(entry["file_name"], entry["id"])
         results += dets
-        confident = [d for d in dets if d["score"] >= 0.5] or dets[: max(1, len(dets) // 10)]  # weak models: top 10%
-        shown = [d["segmentation"] for d in confident]
+        shown = [d["segmentation"] for d in overlay.confident(dets)] if dets else []
         png = overlays / f"{Path(entry['file_name']).stem}.png"
         _atomic_write(png, lambda p, e=entry, s=shown: overlay.save(e["file_name"], s, p))
         print(

@@ -9,6 +9,12 @@ import pycocotools.mask as mask_util
 from PIL import Image
 
 
+def confident(detections: list[dict], min_score: float = 0.5) -> list[dict]:
+    """Detections worth drawing: score >= min_score, or for a weak model its top 10% (at least one)."""
+    ranked = sorted(detections, key=lambda d: -d["score"])
+    return [d for d in ranked if d["score"] >= min_score] or ranked[: max(1, len(ranked) // 10)]
+
+
 def draw(image_rgb: np.ndarray, rles: list[dict], alpha: float = 0.45, seed: int = 0) -> np.ndarray:
     """RGB uint8 image with every RLE mask filled in a random colour and outlined in white."""
     out = image_rgb.astype(np.float32).copy()

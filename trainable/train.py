@@ -153,11 +153,8 @@ class NucleiTrainer(DefaultTrainer):
         Path(ckpt_dir, "config.yaml").write_text(self.cfg.dump())
         Path(ckpt_dir, "state.json").write_text(json.dumps({**state, "hparams": self.hp}, indent=1))
         first = self.data.val[0]
-        shown = [
-            r["segmentation"]
-            for r in getattr(self, "last_predictions", [])
-            if r["image_id"] == first["image_id"] and r["score"] >= 0.5
-        ]
+        dets = [r for r in getattr(self, "last_predictions", []) if r["image_id"] == first["image_id"]]
+        shown = [d["segmentation"] for d in overlay.confident(dets)] if dets else []
         overlay.save(first["file_name"], shown, Path(ckpt_dir, "val_overlay.png"))
         return ckpt_dir
 
