@@ -250,13 +250,13 @@ class Split:
         d = dict(d or {"val": 4})
         unknown = set(d) - {"val", "val_ids", "folds", "fold", "seed", "train_ids"}
         if unknown:
-            raise ValueError(f"unknown split key(s): {sorted(unknown)}")
+            raise DatasetError(f"split: unknown key(s): {sorted(unknown)}")
         for k in ("val_ids", "train_ids"):
             if d.get(k) is not None:
                 d[k] = tuple(str(x) for x in d[k])
         given = [k for k in ("val", "val_ids", "folds") if d.get(k) is not None]
         if len(given) != 1:
-            raise ValueError("split needs exactly one of: val (count), val_ids (list), folds (with fold)")
+            raise DatasetError("split needs exactly one of: val (count), val_ids (list), folds (with fold)")
         return cls(**d)
 
     def apply(self, ids: Sequence[str]) -> tuple[list[str], list[str]]:
