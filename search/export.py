@@ -23,9 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 from search.leaderboard import best_checkpoint
-from search.run import SETTINGS_FILE, UsageError, _latest
+from search.run import SETTINGS_FILE, UsageError, latest_sweep
 from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
+from trainable.files import read_document
 
 
 class ExportError(ValueError):
@@ -43,7 +44,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple[Path, Path, dict]:
     """(sweep folder, checkpoint folder, row of the leaderboard) for --best or --trial."""
-    folder = results / (name or _latest(results))
+    folder = results / (name or latest_sweep(results))
     board_path = folder / "leaderboard.csv"
     if not board_path.is_file():
         raise ExportError(f"{folder}: no leaderboard.csv (the sweep has not ended; resume it first)")
@@ -143,12 +144,7 @@ def score(submission: Path, gt_dir: Path, cache_dir: str | None = None) -> dict:
     """Mask AP of a submission against labelled tiles (<id>/images, <id>/masks, or a dataset root with train/)."""
     from trainable.evaluate import coco_ground_truth, mask_ap, recall_ceiling
 
-    if not submission.is_file():
-        raise ExportError(f"{submission}: file not found")
-    try:
-        results = json.loads(submission.read_text())
-    except json.JSONDecodeError as e:
-        raise ExportError(f"{submission}: not valid JSON ({e})") from None
+    results = read_document(submission, ExportError)
     if not isinstance(results, list):
         raise ExportError(f"{submission}: expected a list of detections")
     subdir = "train" if (gt_dir / "train").is_dir() else ""

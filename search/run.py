@@ -78,7 +78,7 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
     _positive("--cpus-per-trial", args.cpus_per_trial)
     _positive("--gpus-per-trial", args.gpus_per_trial, allow_zero=True)
     if args.resume:
-        name = args.name or _latest(results)
+        name = args.name or latest_sweep(results)
         folder = results / name
         if not (folder / SPACE_COPY).is_file():
             raise UsageError(f"{folder}: no sweep to resume (missing {SPACE_COPY})")
@@ -115,7 +115,7 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
     return space, settings, folder
 
 
-def _latest(results: Path) -> str:
+def latest_sweep(results: Path) -> str:
     sweeps = sorted((p for p in results.glob(f"*/{SPACE_COPY}")), key=lambda p: p.stat().st_mtime)
     if not sweeps:
         raise UsageError(f"{results}: no sweep found")

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from trainable.config import BACKBONES, DEFAULTS, ConfigError, validate
+from trainable.files import read_document
 
 SEARCHERS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
@@ -219,12 +218,7 @@ def _param(path: Path, name: str, spec: Any) -> Param:
 def load_space(path: str | Path) -> Space:
     """Read and fully validate a space file."""
     path = Path(path)
-    if not path.is_file():
-        raise SpaceError(f"{path}: file not found")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    doc = read_document(path, SpaceError)
     if not isinstance(doc, dict):
         raise SpaceError(f"{path}: expected a mapping of sweep settings at the top level")
     for key, value in doc.items():

@@ -87,11 +87,16 @@ class Tracker:
             return None
 
     def experiment_id(self) -> str:
+        """The `nucleitune` experiment's id (created on first use), asked of the server once per process."""
+        if getattr(self, "_experiment_id", None):
+            return self._experiment_id
         exp = self.client.get_experiment_by_name(EXPERIMENT)
         if exp is not None:
-            return exp.experiment_id
+            self._experiment_id = exp.experiment_id
+            return self._experiment_id
         location = self.artifact_root.resolve().as_uri() if self.artifact_root else None  # else the server's
-        return self.client.create_experiment(EXPERIMENT, artifact_location=location)
+        self._experiment_id = self.client.create_experiment(EXPERIMENT, artifact_location=location)
+        return self._experiment_id
 
     def start_parent(self, name: str, tags: dict, artifacts: list[Path]) -> str | None:
         def _start():

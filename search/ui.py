@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from search.run import SETTINGS_FILE, UsageError, _latest
+from search.run import SETTINGS_FILE, UsageError, latest_sweep
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     results = Path(args.results).resolve()
     try:
-        folder = results / (args.name or _latest(results))
+        folder = results / (args.name or latest_sweep(results))
         if not (folder / SETTINGS_FILE).is_file():
             raise UsageError(f"{folder}: no sweep there (missing {SETTINGS_FILE})")
         saved = json.loads((folder / SETTINGS_FILE).read_text())

@@ -30,6 +30,8 @@ import pycocotools.mask as mask_util
 from detectron2.structures import BoxMode
 from PIL import Image
 
+from trainable.files import read_document
+
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
@@ -330,12 +332,7 @@ def load_test_index(root: str | Path) -> list[dict]:
     """Entries of test_img_ids.json, each checked against its file: [{file_name (absolute), id, height, width}]."""
     root = Path(root)
     index = root / "test_img_ids.json"
-    if not index.is_file():
-        raise DatasetError(f"{index}: file not found")
-    try:
-        entries = json.loads(index.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{index}: not valid JSON ({e})") from None
+    entries = read_document(index, DatasetError)
     if not isinstance(entries, list) or not entries:
         raise DatasetError(f"{index}: expected a non-empty list of {{file_name, id, height, width}}")
     out, seen = [], set()

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import (
     DatasetCatalog,
@@ -40,6 +39,7 @@ from trainable.augment import NucleiTrainMapper, build_augmentations
 from trainable.config import ConfigError, build_cfg, schedule, validate
 from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
 from trainable.evaluate import MaskAPEvaluator
+from trainable.files import read_document
 
 logger = logging.getLogger("nucleitune")
 
@@ -336,13 +336,7 @@ class LocalReporter:
 
 def load_trial_file(path: str | Path) -> tuple[dict, dict]:
     """A trial YAML: {hparams: {...}, settings: {...}} -> (hparams, settings dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    doc = read_document(path, ConfigError) or {}
     if not isinstance(doc, dict) or set(doc) - {"hparams", "settings"}:
         raise ConfigError(f"{path}: expected top-level keys 'hparams' and 'settings'")
     return dict(doc.get("hparams") or {}), dict(doc.get("settings") or {})
