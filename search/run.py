@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--searcher", help="optuna (TPE), random or grid")
     p.add_argument("--scheduler", help="asha (early stopping on epoch) or fifo (none)")
     p.add_argument("--seed", type=int, help="searcher seed")
+    p.add_argument(
+        "--time-budget-s",
+        type=float,
+        help="stop the sweep after this many seconds (running trials end unfinished; their checkpoints stay)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (--name, default latest)")
     p.add_argument(
         "--mlflow-uri",
@@ -77,6 +82,7 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
     _positive("--max-concurrent", args.max_concurrent)
     _positive("--cpus-per-trial", args.cpus_per_trial)
     _positive("--gpus-per-trial", args.gpus_per_trial, allow_zero=True)
+    _positive("--time-budget-s", args.time_budget_s)
     if args.resume:
         name = args.name or latest_sweep(results)
         folder = results / name
@@ -139,7 +145,9 @@ def sweep_trial(config: dict, space: Space, settings: dict) -> None:
     tune_trial(space.hparams(config), settings)
 
 
-def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, callbacks: list):
+def build_tuner(
+    space: Space, settings: Settings, folder: Path, resume: bool, callbacks: list, time_budget_s: float | None = None
+):
     from optuna.samplers import TPESampler
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -175,7 +183,7 @@ def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, ca
         parameter_columns=list(param_space or _searched_names(space)),
         metric_columns=["epoch", METRIC, "total_loss"],
         max_report_frequency=30,
-        sort_by_metric=True,
+        sort_by_metric=False,  # Ray's sort fails on trials stopped before their first report (time budget)
     )
     return tune.Tuner(
         trainable,
@@ -189,6 +197,7 @@ def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, ca
             max_concurrent_trials=space.max_concurrent,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
             trial_name_creator=lambda t: t.trial_id,
+            time_budget_s=time_budget_s,
         ),
         run_config=tune.RunConfig(
             name=folder.name,
@@ -283,9 +292,13 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     start_ray(args.address, folder)
+    fit_error = None
     try:
-        tuner = build_tuner(space, settings, folder, resume=args.resume, callbacks=callbacks)
-        tuner.fit()
+        tuner = build_tuner(space, settings, folder, args.resume, callbacks, time_budget_s=args.time_budget_s)
+        try:
+            tuner.fit()
+        except Exception as e:  # a failure of Ray Tune itself: the trials' results on disk still make a leaderboard
+            fit_error = f"{type(e).__name__}: {e}"
         wall = time.perf_counter() - start
         table = leaderboard.build(folder, space)
     finally:
@@ -293,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(folder / "leaderboard.csv", index=False)
     print(f"\nleaderboard: {folder / 'leaderboard.csv'}")
     print(leaderboard.summary(table, space, wall))
+    if fit_error:
+        print(f"error: Ray Tune stopped with {fit_error}", file=sys.stderr)
     expected = len(table) if space.searcher == "grid" else space.num_samples
     ended = table["status"].isin(["finished", "stopped_early", "failed", "error"]).sum() if len(table) else 0
     if parent:

@@ -88,7 +88,8 @@ class Space:
             if p.kind == "milestones":
                 n = int(config.get(f"{name}_count", p.count[0]))
                 fractions = sorted(config[f"{name}_{i}"] for i in range(1, n + 1))
-                hp["decay_epochs"] = [max(1, round(f * epochs)) for f in fractions]
+                # Fractions that round to the same epoch give one decay there (schedulers need increasing steps).
+                hp["decay_epochs"] = sorted({max(1, round(f * epochs)) for f in fractions})
         return hp
 
     def define_by_run(self, trial) -> None:

@@ -13,6 +13,12 @@ def test_epochs_map_to_iterations_exactly():
     assert cfg.SOLVER.IMS_PER_BATCH == 1 and cfg.SOLVER.BASE_LR == 0.01
 
 
+def test_repeated_decay_epochs_give_increasing_steps():
+    # Detectron2's MultiStepParamScheduler refuses equal milestones; a hand-written [27, 27] must still train.
+    hp = {"epochs": 40, "decay_epochs": [27, 27, 8], "batch_size": 1, "weights": "scratch"}
+    assert build_cfg(hp, num_train_images=10).SOLVER.STEPS == (80, 270)
+
+
 def test_batch_size_rounds_epochs_up():
     s = schedule({"epochs": 10, "warmup_epochs": 0.5, "decay_epochs": [5, 10, 12], "batch_size": 4}, 21)
     assert s == {"iters_per_epoch": 6, "max_iter": 60, "warmup_iters": 3, "steps": (30,)}

@@ -64,6 +64,9 @@ def test_good_space_loads(tmp_path):
     assert set(space.params) == {"lr", "epochs", "decay"}
     hp = space.hparams({"lr": 0.01, "epochs": 4, "decay_count": 2, "decay_1": 0.8, "decay_2": 0.3})
     assert hp["decay_epochs"] == [1, 3] and hp["backbone"] == "R18-FPN"
+    # Fractions rounding to one epoch (0.667 and 0.670 of 40 -> 27, as on the GPU run) give one decay there.
+    hp = space.hparams({"lr": 0.01, "epochs": 40, "decay_count": 3, "decay_1": 0.667, "decay_2": 0.67, "decay_3": 0.2})
+    assert hp["decay_epochs"] == [8, 27]
 
 
 @pytest.mark.parametrize("extra,message", BAD, ids=[m.split(":")[0] for _, m in BAD])

@@ -49,9 +49,10 @@ def test_two_epochs_report_and_resume(small_data, cache_dir, tmp_path):
     assert [m["iteration"] for m, _ in rec.reports] == [2, 4]
     assert [m["epoch"] for m, _ in rec.reports] == [1, 2]
     first, ckpt = rec.reports[0]
-    for key in ("val_map50", "val_map50_all", "val_map", "total_loss", "loss_mask", "lr", "sec_per_iter"):
+    for key in ("val_map50", "val_map", "total_loss", "loss_mask", "lr", "sec_per_iter", "val_seconds"):
         assert key in first, key
-    assert 0.0 <= first["val_map50"] <= first["val_map50_all"] <= 1.0
+    assert "val_map50_all" not in first  # validation keeps the scorer's 100 detections: no uncapped metric
+    assert 0.0 <= first["val_map50"] <= 1.0 and first["val_detections_per_image"] <= 100
     assert first["lr"] == pytest.approx(0.01) and rec.reports[1][0]["lr"] == pytest.approx(0.001)
     assert {"model.pth", "config.yaml", "state.json"} <= {p.name for p in ckpt.iterdir()}
     assert json.loads((ckpt / "state.json").read_text())["iteration"] == 2
@@ -93,3 +94,33 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path):
         [sys.executable, "-m", "trainable.train", "--config", str(bad)], cwd=ROOT, capture_output=True, text=True
     )
     assert p.returncode == 2 and p.stderr.strip() == "error: /nonexistent: dataset folder not found"
+
+
+def test_capped_validation_gives_the_uncapped_runs_val_map50(pretrained, dup_data, cache_dir, tmp_path):
+    """val_detections=100 (the default) must not change val_map50: the top 100 of 300 detections are the same."""
+    from detectron2.config import get_cfg
+
+    from trainable.train import NucleiTrainer, prepare_data
+
+    settings = Settings(data=str(dup_data), split={"val_ids": ["copy"]}, cache_dir=str(cache_dir))
+    cfg = get_cfg()
+    cfg.merge_from_file(str(pretrained.parent / "config.yaml"))
+    cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR = str(pretrained), str(tmp_path)
+    trainer = NucleiTrainer(
+        cfg,
+        json.loads((pretrained.parent / "state.json").read_text())["hparams"],
+        prepare_data(settings),
+        report=lambda *a: None,
+        eval_every=1,
+        workdir=tmp_path,
+        val_detections=300,
+    )
+    trainer.resume_or_load(resume=False)
+    uncapped = trainer.validate()
+    trainer.val_detections = 100
+    capped = trainer.validate()
+    assert uncapped["val_detections_per_image"] > 100 >= capped["val_detections_per_image"]
+    assert uncapped["val_map50_all"] > capped["val_map50"] > 0.05
+    assert capped["val_map50"] == pytest.approx(uncapped["val_map50"], abs=1e-9)
+    assert capped["val_map"] == pytest.approx(uncapped["val_map"], abs=1e-9)
+    assert trainer.model.roi_heads.box_predictor.test_topk_per_image == 300  # restored after validation

@@ -76,7 +76,7 @@ def schedule(hp: dict, num_train_images: int) -> dict:
     """Epoch-based schedule -> iterations: max_iter, warmup_iters, steps."""
     ipe = iters_per_epoch(num_train_images, int(hp["batch_size"]))
     max_iter = int(round(hp["epochs"] * ipe))
-    steps = sorted(int(round(e * ipe)) for e in hp["decay_epochs"])
+    steps = sorted({int(round(e * ipe)) for e in hp["decay_epochs"]})  # two decays at one step are one
     return {
         "iters_per_epoch": ipe,
         "max_iter": max_iter,

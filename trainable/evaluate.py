@@ -75,10 +75,11 @@ def recall_ceiling(gt: COCO, max_dets: int = COURSE_MAX_DETS) -> dict:
 
 
 class MaskAPEvaluator(DatasetEvaluator):
-    """Detectron2 evaluator over a list of records: val_map50, val_map50_all, val_map, val_map_all."""
+    """Detectron2 evaluator over a list of records: val_map50, val_map (+ val_map50_all, val_map_all if uncapped)."""
 
-    def __init__(self, records: list[dict]):
+    def __init__(self, records: list[dict], uncapped: bool = True):
         self._gt = coco_ground_truth(records)
+        self._uncapped = uncapped
         self._results: list[dict] = []
         self._detections = 0
 
@@ -100,5 +101,7 @@ class MaskAPEvaluator(DatasetEvaluator):
 
     def evaluate(self) -> dict[str, float]:
         metrics = {f"val_{k}": v for k, v in mask_ap(self._gt, self._results).items()}
+        if not self._uncapped:  # with at most 100 detections per image, *_all would only repeat the capped values
+            metrics = {k: v for k, v in metrics.items() if not k.endswith("_all")}
         metrics["val_detections_per_image"] = self._detections / max(1, len(self._gt.getImgIds()))
         return metrics

@@ -38,7 +38,7 @@ from trainable import overlay
 from trainable.augment import NucleiTrainMapper, build_augmentations
 from trainable.config import ConfigError, build_cfg, schedule, validate
 from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
-from trainable.evaluate import MaskAPEvaluator
+from trainable.evaluate import COURSE_MAX_DETS, MaskAPEvaluator
 from trainable.files import read_document
 
 logger = logging.getLogger("nucleitune")
@@ -55,6 +55,9 @@ class Settings:
     split: dict = field(default_factory=lambda: {"val": 4})
     eval_every: int = 1  # epochs between validation passes (the last epoch is always evaluated)
     val_crop: int | None = None  # evaluate on a centre crop of each validation tile (fast CPU runs); None = full
+    # Detections kept per validation image. 100 is the course scorer's cap: val_map50 is exact and validation is cheap
+    # (the model pastes and encodes 100 full-tile masks, not 2000). Above 100, val_map50_all (uncapped) is reported too.
+    val_detections: int = 100
     cache_dir: str | None = None  # annotation cache (default ~/.cache/nucleitune or $NUCLEITUNE_CACHE)
     num_workers: int = 0  # data-loader processes
     device: str = "auto"  # auto | cpu | cuda
@@ -68,6 +71,8 @@ class Settings:
         s = cls(**d)
         if not (isinstance(s.eval_every, int) and s.eval_every >= 1):
             raise ConfigError(f"eval_every must be an integer >= 1, got {s.eval_every!r}")
+        if not (isinstance(s.val_detections, int) and s.val_detections >= 1):
+            raise ConfigError(f"val_detections must be an integer >= 1, got {s.val_detections!r}")
         if s.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {s.device!r}")
         return s
@@ -122,8 +127,18 @@ def prepare_data(settings: Settings) -> TrialData:
 class NucleiTrainer(DefaultTrainer):
     """DefaultTrainer with the nuclei mapper, no file writers, and a hook that evaluates + reports per epoch."""
 
-    def __init__(self, cfg, hp: dict, data: TrialData, report: ReportFn, eval_every: int, workdir: Path):
+    def __init__(
+        self,
+        cfg,
+        hp: dict,
+        data: TrialData,
+        report: ReportFn,
+        eval_every: int,
+        workdir: Path,
+        val_detections: int = COURSE_MAX_DETS,
+    ):
         self.hp, self.data, self.report, self.eval_every, self.workdir = hp, data, report, eval_every, workdir
+        self.val_detections = val_detections
         super().__init__(cfg)
 
     def build_train_loader(self, cfg):
@@ -141,8 +156,14 @@ class NucleiTrainer(DefaultTrainer):
     def validate(self) -> dict:
         mapper = DatasetMapper(self.cfg, is_train=False, augmentations=[])
         loader = build_detection_test_loader(self.data.val, mapper=mapper)
-        evaluator = MaskAPEvaluator(self.data.val)
-        metrics = inference_on_dataset(self.model, loader, evaluator)
+        evaluator = MaskAPEvaluator(self.data.val, uncapped=self.val_detections > COURSE_MAX_DETS)
+        # The top-k of the model's score-sorted detections is the top-k of a longer list: val_map50 is unchanged.
+        predictor = self.model.roi_heads.box_predictor
+        saved, predictor.test_topk_per_image = predictor.test_topk_per_image, self.val_detections
+        try:
+            metrics = inference_on_dataset(self.model, loader, evaluator)
+        finally:
+            predictor.test_topk_per_image = saved
         self.last_predictions = evaluator.results
         return metrics
 
@@ -185,13 +206,14 @@ class EpochReportHook(HookBase):
         metrics.update(t.validate())
         metrics["val_seconds"] = time.perf_counter() - start
         logger.info(
-            "epoch %d (iter %d/%d): loss %.3f, val_map50 %.4f (uncapped %.4f)",
+            "epoch %d (iter %d/%d): loss %.3f, val_map50 %.4f%s, validation %.1f s",
             metrics["epoch"],
             done,
             t.max_iter,
             metrics.get("total_loss", float("nan")),
             metrics["val_map50"],
-            metrics["val_map50_all"],
+            f" (uncapped {metrics['val_map50_all']:.4f})" if "val_map50_all" in metrics else "",
+            metrics["val_seconds"],
         )
         ckpt = t.save_checkpoint({"epoch": metrics["epoch"], "iteration": done, "metrics": metrics})
         t.report(metrics, ckpt)
@@ -237,7 +259,7 @@ def run_trial(
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(settings)  # dataset errors surface here, before any model is built
     cfg = build_cfg(hp, len(data.train), output_dir=workdir, device=settings.resolved_device())
-    trainer = NucleiTrainer(cfg, hp, data, report, settings.eval_every, workdir)
+    trainer = NucleiTrainer(cfg, hp, data, report, settings.eval_every, workdir, settings.val_detections)
     if resume_from:
         path = Path(resume_from) / "model.pth"
         if not path.is_file():

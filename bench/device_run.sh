@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# How bench/gpu_sweep.sh was run on this workplace's lent GPU machines (see bench/RESULTS.md, item 7). Those machines
+# reach no network and receive at most 64 MiB per call, so the call carries .gpu/ (made on the CPU machine):
+#   ray-slim.tar.xz   ray 2.60.0 for CPython 3.12 without its Java jars, dashboard web client, RLlib and LLM packages,
+#                     binaries stripped of symbols (25 MiB instead of 79 MiB)
+#   *.whl             the other Python packages the image lacks (Detectron2 = sal-detectron2 0.7.2 retagged py3)
+#   nuclei.tar        12 of the 24 course training tiles + 2 test tiles (bench/device_bundle.py pack, lossless)
+# and writes what comes back into $OUT. Run from the repository root there: bash bench/device_run.sh
+set -uo pipefail
+: "${OUT:?OUT must name the folder whose files come back}"
+export PYTHONUNBUFFERED=1
+mkdir -p /tmp/site
+tar -xJf .gpu/ray-slim.tar.xz -C /tmp/site || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/*.whl 2>&1 | tail -3
+export PYTHONPATH=/tmp/site:$PWD
+python3 bench/device_bundle.py unpack .gpu/nuclei.tar /tmp/nuclei || exit 1
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 2 > "$OUT/gpu_util.csv" 2>&1 &
+bash bench/gpu_sweep.sh /tmp/nuclei /tmp/gpu-results 2>&1 | tee "$OUT/gpu_sweep.log"
+kill %1 2>/dev/null
+cp /tmp/gpu-results/gpu-*/leaderboard.csv "$OUT/" 2>/dev/null
+tar -czf "$OUT/trials.tgz" -C /tmp/gpu-results --exclude='checkpoint_*' --exclude=cache --exclude=overlays . 2>/dev/null
+ls -la "$OUT"
