@@ -13,9 +13,14 @@ from tests.conftest import ROOT
 from tests.conftest import sweep_space as _space
 
 
-def _run(*args, timeout=900) -> subprocess.CompletedProcess:
+def _run(*args, timeout=900, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "search.run", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "search.run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -142,3 +147,47 @@ def test_sweep_where_every_trial_diverges_exits_non_zero_with_reasons(dup_data, 
     assert "error: no trial finished" in p.stderr and "NaN/Inf" in p.stderr
     board = pd.read_csv(tmp_path / "results" / "nan" / "leaderboard.csv")
     assert board["status"].tolist() == ["failed"] and "NaN/Inf" in board["failure_reason"][0]
+
+
+def test_raising_trial_is_retried_from_its_checkpoint_and_a_nan_trial_fails_alone(dup_data, cache_dir, tmp_path):
+    # Two trials, FIFO: lr 0.01 trains normally but raises once at iteration 2 (fault drill; 1 iteration per epoch):
+    # FailureConfig(max_failures=1) restarts it from its epoch-2 checkpoint. lr 1e6 without warm-up diverges.
+    space = _space(
+        tmp_path,
+        dup_data,
+        cache_dir,
+        searcher="random",
+        scheduler="fifo",
+        num_samples=2,
+        max_failures=1,
+        params={"lr": {"choice": [0.01, 1e6]}},
+        points_to_evaluate=[{"lr": 0.01, "brightness": 0.0}, {"lr": 1e6, "brightness": 0.0}],
+    )
+    results = tmp_path / "results"
+    p = _run(
+        "--space", str(space), "--results", str(results), "--name", "faults", env={"NUCLEITUNE_FAIL_ONCE_AT_ITER": "2"}
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    board = pd.read_csv(results / "faults" / "leaderboard.csv")
+    assert len(board) == 2 and board["trial_id"].is_unique
+    good = board[board["hp.lr"] == 0.01].iloc[0]
+    bad = board[board["hp.lr"] == 1e6].iloc[0]
+    assert good["status"] == "finished" and good["epochs_run"] == 3 and good["best_val_map50"] >= 0
+    assert bad["status"] == "failed" and "NaN/Inf" in bad["failure_reason"]
+
+    good_dir = Path(good["path"])
+    assert "injected fault at iteration 2" in (good_dir / "error.txt").read_text()
+    resumed = [f.read_text() for f in good_dir.glob("trial-resumed-*.log")]
+    assert len(resumed) == 1 and "at iteration 2" in resumed[0]  # continued from the epoch-2 checkpoint
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id])
+    by_name = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert set(by_name) == {good["trial_id"], bad["trial_id"]} and len(runs) == 3
+    assert by_name[good["trial_id"]].info.status == "FINISHED"
+    assert by_name[bad["trial_id"]].info.status == "FAILED"
+    assert "NaN/Inf" in by_name[bad["trial_id"]].data.tags["failure_reason"]
+    steps = [m.step for m in client.get_metric_history(by_name[good["trial_id"]].info.run_id, "val_map50")]
+    assert sorted(steps) == [1, 2, 3]  # the retry logged epoch 3 only, nothing twice

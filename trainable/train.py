@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -219,6 +220,23 @@ class EpochReportHook(HookBase):
         t.report(metrics, ckpt)
 
 
+FAULT_ENV = "NUCLEITUNE_FAIL_ONCE_AT_ITER"
+
+
+class InjectedFault(HookBase):
+    """Fault drill: raise at iteration N of a trial started from scratch, so that a retry from a checkpoint passes.
+
+    Enabled by the environment variable NUCLEITUNE_FAIL_ONCE_AT_ITER=N (tests and chaos drills; never set by default).
+    """
+
+    def __init__(self, iteration: int):
+        self.iteration = iteration
+
+    def after_step(self) -> None:
+        if self.trainer.iter + 1 == self.iteration:
+            raise RuntimeError(f"injected fault at iteration {self.iteration} ({FAULT_ENV})")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # One trial, with or without Ray
 
@@ -272,6 +290,9 @@ def run_trial(
             trainer.resume_or_load(resume=False)
         except Exception as e:
             raise ConfigError(f"could not load weights {cfg.MODEL.WEIGHTS!r}: {type(e).__name__}: {e}") from None
+    fail_at = os.environ.get(FAULT_ENV)
+    if fail_at and trainer.start_iter == 0:
+        trainer.register_hooks([InjectedFault(int(fail_at))])
     start = time.perf_counter()
     summary = {"start_iter": trainer.start_iter, "max_iter": trainer.max_iter, "failure_reason": None}
     try:
@@ -286,7 +307,6 @@ def run_trial(
                 "epoch": trainer.iter // ipe + 1,
                 "iteration": trainer.iter,
                 "val_map50": 0.0,
-                "val_map50_all": 0.0,
                 "diverged": 1,
                 "failure_reason": reason,
             },
