@@ -319,9 +319,13 @@ def run_trial(
 
 def tune_trial(config: dict, settings: dict) -> None:
     """The Ray Tune trainable: hyperparameters in `config`, fixed settings via tune.with_parameters."""
+    import ray
     from ray import tune
 
+    node_id = ray.get_runtime_context().get_node_id()  # which node ran each epoch (node_ip is the same on loopback)
+
     def report(metrics: dict, ckpt_dir: str | None) -> None:
+        metrics = {**metrics, "node_id": node_id}
         if ckpt_dir is None:
             tune.report(metrics)
             return

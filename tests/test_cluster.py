@@ -1,0 +1,146 @@
+"""A two-node Ray cluster on loopback, started by the test with `ray start` (token authentication on): a sweep joins it
+with --address, runs trials on both nodes, survives the worker node being killed mid-trial, and the test tears down
+only the processes it started."""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from search.ui import free_port
+from tests.conftest import ROOT
+from tests.conftest import sweep_space as _space
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+class Node:
+    """One `ray start` in a process group of its own: its raylet, agents and trial workers inherit that group."""
+
+    def __init__(self, args: list[str], env: dict):
+        self.proc = subprocess.Popen(
+            [RAY, "start", *args], env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        out, _ = self.proc.communicate(timeout=120)
+        assert self.proc.returncode == 0, out.decode()[-3000:]
+        self.pgid = self.proc.pid  # the daemons outlive `ray start` but keep its process group
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def cluster():
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(16),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    port = free_port()
+    temp = Path(tempfile.mkdtemp(prefix="nt-ray-", dir="/tmp"))  # short: Ray's unix socket paths have a length limit
+    # Per-node limits: 1 CPU, 3 GiB of task memory and a 200 MB object store each (both nodes share one machine).
+    common = ["--num-cpus=1", "--memory=3221225472", "--object-store-memory=200000000", "--node-ip-address=127.0.0.1"]
+    nodes = []
+    try:
+        nodes.append(
+            Node(["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false", *common], env)
+        )
+        nodes.append(Node([f"--address=127.0.0.1:{port}", '--resources={"worker_node": 1}', *common], env))
+        yield {
+            "address": f"127.0.0.1:{port}",
+            "env": env,
+            "worker_node_id": _worker_node_id(f"127.0.0.1:{port}", env),
+            "kill_worker": nodes[1].kill,
+        }
+    finally:
+        for node in nodes:
+            node.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _worker_node_id(address: str, env: dict) -> str:
+    """The node id of the node started with the worker_node resource (asked through Ray, with the token)."""
+    code = (
+        f"import ray; ray.init(address={address!r}, log_to_driver=False); "
+        "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and 'worker_node' in n['Resources']][0])"
+    )
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout.strip().splitlines()[-1]
+
+
+def _reports(trial_dir: Path) -> list[dict]:
+    f = trial_dir / "result.json"
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+
+
+def test_two_node_cluster_survives_losing_the_worker_node(cluster, dup_data, cache_dir, tmp_path):
+    worker_id = cluster["worker_node_id"]
+    # Two trials of 4 one-iteration epochs, 1 CPU each: one fits on each node. One retry per trial.
+    space = _space(
+        tmp_path,
+        dup_data,
+        cache_dir,
+        searcher="random",
+        scheduler="fifo",
+        num_samples=2,
+        max_concurrent=2,
+        max_failures=1,
+        resources={"cpu": 1},
+        fixed={"epochs": 4},
+    )
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--results", str(results), "--name", "c"]
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen(
+        [*cmd, "--address", cluster["address"]], cwd=ROOT, env=cluster["env"], stdout=log, stderr=subprocess.STDOUT
+    )
+    folder = results / "c"
+
+    def placed() -> dict:
+        """trial dir -> 'head' / 'worker' for the trials that have reported, by the node id of their first report."""
+        return {
+            d: "worker" if reps[0]["node_id"] == worker_id else "head"
+            for d in folder.glob("trial_*")
+            if (reps := _reports(d))
+        }
+
+    try:
+        # Wait until both trials have reported (and checkpointed) at least one epoch, then kill the worker node.
+        deadline = time.time() + 600
+        while time.time() < deadline and len(placed()) < 2:
+            assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+            time.sleep(0.5)
+        where = placed()
+        assert sorted(where.values()) == ["head", "worker"], where  # trials ran on both nodes
+        victim = next(d for d, node in where.items() if node == "worker")
+        epochs_before = len(_reports(victim))
+        assert epochs_before < 4 and list(victim.glob("checkpoint_*"))  # mid-trial, with a checkpoint
+        cluster["kill_worker"]()
+        assert driver.wait(timeout=900) == 0, (tmp_path / "driver.log").read_text()[-4000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+
+    board = pd.read_csv(folder / "leaderboard.csv")
+    assert len(board) == 2 and (board["status"] == "finished").all() and (board["epochs_run"] == 4).all()
+    # The victim resumed on the head from its checkpoint: later reports come from a head process, its log says so.
+    after = _reports(victim)[epochs_before:]
+    assert after and all(r["node_id"] != worker_id for r in after)
+    assert [r["epoch"] for r in _reports(victim)][-1] == 4
+    resumed = " ".join(p.read_text() for p in victim.glob("trial-resumed-*.log"))
+    assert "resumed from" in resumed
+    assert "error.txt" in {p.name for p in victim.iterdir()}  # Ray recorded the node failure
