@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from search.leaderboard import best_checkpoint
-from search.run import SETTINGS_FILE, UsageError, latest_sweep
+from search.run import SETTINGS_FILE, UsageError, check_name, latest_sweep
+from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
 from trainable.files import read_document
@@ -44,7 +45,7 @@ def _atomic_write(path: Path, write) -> None:
 
 def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple[Path, Path, dict]:
     """(sweep folder, checkpoint folder, row of the leaderboard) for --best or --trial."""
-    folder = results / (name or latest_sweep(results))
+    folder = results / (check_name(name) or latest_sweep(results))
     board_path = folder / "leaderboard.csv"
     if not board_path.is_file():
         raise ExportError(f"{folder}: no leaderboard.csv (the sweep has not ended; resume it first)")
@@ -59,7 +60,9 @@ def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple
             raise ExportError(f"{board_path}: no finished trial to export")
         rows = rows.sort_values("best_val_map50", ascending=False)
     row = rows.iloc[0].to_dict()
-    trial_dir = Path(str(row["path"])) if isinstance(row.get("path"), str) else folder / f"trial_{row['trial_id']}"
+    # Always the sweep's own folder (not the leaderboard's path column): checkpoints are loaded with torch.load, so
+    # only from the results tree unless named with --checkpoint; a sweep folder that was moved still exports.
+    trial_dir = folder / f"trial_{row['trial_id']}"
     ckpt = best_checkpoint(trial_dir)
     if ckpt is None:
         raise ExportError(f"{trial_dir}: trial {row['trial_id']} has no checkpoint")
@@ -165,7 +168,7 @@ def score(submission: Path, gt_dir: Path, cache_dir: str | None = None) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m search.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     what = p.add_mutually_exclusive_group(required=True)

@@ -24,6 +24,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 from search import leaderboard  # noqa: E402
 from search.space import METRIC, MODE, Space, SpaceError, check_choices, describe, load_space  # noqa: E402
+from trainable.cli import OneLineParser
 from trainable.config import ConfigError  # noqa: E402
 from trainable.data import DatasetError, Split, load_train_records  # noqa: E402
 from trainable.train import Settings  # noqa: E402
@@ -32,7 +33,7 @@ SPACE_COPY, SETTINGS_FILE = "space.yaml", "sweep.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m search.run",
         description="Hyperparameter sweep of Detectron2 Mask R-CNN on nuclei with Ray Tune. Each trial trains, "
         "validates every eval_every epochs (val_map50 = mask AP@0.5, top 100 detections, as the course scores) and "
@@ -84,7 +85,7 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
     _positive("--gpus-per-trial", args.gpus_per_trial, allow_zero=True)
     _positive("--time-budget-s", args.time_budget_s)
     if args.resume:
-        name = args.name or latest_sweep(results)
+        name = check_name(args.name) or latest_sweep(results)
         folder = results / name
         if not (folder / SPACE_COPY).is_file():
             raise UsageError(f"{folder}: no sweep to resume (missing {SPACE_COPY})")
@@ -114,11 +115,18 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
         settings = Settings.from_dict(sdict)
     except (ConfigError, TypeError) as e:
         raise SpaceError(f"{args.space}: settings: {e}") from None
-    name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = check_name(args.name) or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = results / name
     if folder.exists():
         raise UsageError(f"{folder} already exists: pick another --name, or add --resume to continue it")
     return space, settings, folder
+
+
+def check_name(name: str | None) -> str | None:
+    """--name is a folder directly under --results (no path: nothing is read or written outside the results tree)."""
+    if name is not None and (not name or Path(name).name != name or name in (".", "..")):
+        raise UsageError(f"--name must be a plain folder name under --results, got {name!r}")
+    return name
 
 
 def latest_sweep(results: Path) -> str:

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from search.run import SETTINGS_FILE, UsageError, latest_sweep
+from trainable.cli import OneLineParser
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -78,7 +79,7 @@ def sweep_page(url: str, parent_run_id: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m search.ui", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--name", help="sweep (default: the latest in RESULTS)")

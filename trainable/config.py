@@ -5,6 +5,7 @@ The schedule is given in epochs, as the course report did; one epoch = ceil(trai
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -119,6 +120,10 @@ def resolve_weights(weights: str, backbone: str) -> str:
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ConfigError(f"weights file not found: {path} (or use imagenet | coco | scratch)")
+    if path.suffix == ".pkl":
+        logging.getLogger("nucleitune").warning(
+            "weights %s: Detectron2 unpickles .pkl files, which can run code: load only files you trust", path
+        )
     return str(path.resolve())
 
 

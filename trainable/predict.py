@@ -36,7 +36,8 @@ class Predictor:
         try:
             DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         except Exception as e:  # a truncated or foreign file
-            raise ConfigError(f"{ckpt / 'model.pth'}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(f"{ckpt / 'model.pth'}: unreadable checkpoint ({type(e).__name__}: {first})") from None
         self.model.eval()
         self.tta = tta
         self._tta_models: dict[int, GeneralizedRCNNWithTTA] = {}

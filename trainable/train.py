@@ -7,7 +7,6 @@ In a sweep, Ray Tune calls `tune_trial`; for debugging the same trial runs alone
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -37,6 +36,7 @@ from detectron2.utils.logger import setup_logger
 
 from trainable import overlay
 from trainable.augment import NucleiTrainMapper, build_augmentations
+from trainable.cli import OneLineParser
 from trainable.config import ConfigError, build_cfg, schedule, validate
 from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
 from trainable.evaluate import COURSE_MAX_DETS, MaskAPEvaluator
@@ -389,7 +389,7 @@ def load_trial_file(path: str | Path) -> tuple[dict, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m trainable.train",
         description="Run one Mask R-CNN trial outside Ray (debugging): train, evaluate every eval_every epochs, "
         "checkpoint. Metrics go to OUT/metrics.jsonl, checkpoints to OUT/checkpoints (best and latest).",

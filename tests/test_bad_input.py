@@ -1,0 +1,261 @@
+"""A corpus of malformed inputs to the project's commands, each run as a real process: one line on stderr that names
+the problem and the file (or flag), exit code 2, no traceback, no Ray started, nothing written to the results folder."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import ROOT
+
+SPACE = {
+    "name": "t",
+    "settings": {"split": {"val": 1}},
+    "fixed": {"backbone": "R18-FPN", "weights": "scratch"},
+    "params": {"lr": {"loguniform": [0.001, 0.1]}, "epochs": {"int": [2, 4]}},
+}
+
+
+def _dataset(root: Path, n_images: int = 2) -> Path:
+    """A tiny dataset in the course layout: train/<id>/{images,masks}, test/, test_img_ids.json."""
+    for k in range(n_images):
+        d = root / "train" / f"img{k}"
+        (d / "images").mkdir(parents=True)
+        (d / "masks").mkdir()
+        Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(d / "images" / f"img{k}.png")
+        for i in range(2):
+            m = np.zeros((48, 48), np.uint8)
+            m[5 * i : 5 * i + 4, 5:9] = 255
+            Image.fromarray(m).save(d / "masks" / f"m{i}.png")
+    (root / "test").mkdir()
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(root / "test" / "t.png")
+    (root / "test_img_ids.json").write_text(json.dumps([{"file_name": "t.png", "id": 3, "height": 40, "width": 50}]))
+    return root
+
+
+def _space(path: Path, data: Path, **top) -> Path:
+    doc = yaml.safe_load(yaml.safe_dump(SPACE))
+    doc["settings"]["data"] = str(data)
+    for k, v in top.items():
+        if k == "params":
+            doc["params"].update(v)
+        else:
+            doc[k] = v
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _sweep(results: Path, name: str, board: bool = True) -> Path:
+    """A finished-looking sweep folder: sweep.json, space.yaml and (optionally) a one-row leaderboard."""
+    folder = results / name
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps({"settings": {"data": "/nowhere"}, "overrides": {}}))
+    if board:
+        (folder / "leaderboard.csv").write_text("trial_id,status,best_val_map50\nabc123,finished,0.1\n")
+    return folder
+
+
+def _corpus(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
+    """(id, argv after `python -m`, substrings the stderr line must hold). Files are created here."""
+    good = _dataset(tmp / "good")
+    space = _space(tmp / "space.yaml", good)
+    cases = []
+
+    def add(case_id, argv, *expect):
+        cases.append((case_id, argv, list(expect)))
+
+    def results(case_id):
+        return ["--results", str(tmp / f"results-{case_id}")]
+
+    def bad_data(case_id, damage) -> Path:
+        root = _dataset(tmp / f"data-{case_id}")
+        damage(root)
+        return root
+
+    def run(case_id, *args, expect):
+        add(case_id, ["search.run", *args, *results(case_id)], *expect)
+
+    # --- space files
+    run("space-missing", "--space", str(tmp / "nope.yaml"), expect=[str(tmp / "nope.yaml"), "file not found"])
+    (tmp / "broken.yaml").write_text("params: {lr: [\n")
+    run("space-yaml", "--space", str(tmp / "broken.yaml"), expect=["broken.yaml", "not valid YAML"])
+    (tmp / "list.yaml").write_text("- 1\n- 2\n")
+    run("space-list", "--space", str(tmp / "list.yaml"), expect=["list.yaml", "expected a mapping"])
+    p = _space(tmp / "s-backbone.yaml", good, params={"backbone": {"choice": ["R34-C4"]}})
+    run("space-backbone", "--space", str(p), expect=["s-backbone.yaml", "params.backbone", "R34-C4"])
+    p = _space(tmp / "s-range.yaml", good, params={"lr": {"uniform": [0.1, 0.01]}})
+    run("space-range", "--space", str(p), expect=["s-range.yaml", "params.lr", "inverted range"])
+    p = _space(tmp / "s-unsafe.yaml", good)
+    p.write_text(p.read_text() + "extra: !!python/object/apply:os.system ['touch /tmp/nucleitune-pwned']\n")
+    run("space-unsafe-tag", "--space", str(p), expect=["s-unsafe.yaml", "not valid YAML"])
+    p = _space(tmp / "s-setting.yaml", good, settings={"data": str(good), "eval_every": 0})
+    run("space-setting", "--space", str(p), expect=["s-setting.yaml", "eval_every"])
+
+    # --- CLI flags of search.run
+    run("flag-type", "--space", str(space), "--num-samples", "abc", expect=["--num-samples", "invalid int value"])
+    run("flag-unknown", "--space", str(space), "--num-trials", "3", expect=["unrecognized arguments: --num-trials"])
+    run("flag-zero", "--space", str(space), "--num-samples", "0", expect=["--num-samples must be > 0"])
+    run("flag-gpus", "--space", str(space), "--gpus-per-trial", "-1", expect=["--gpus-per-trial must be >= 0"])
+    run("flag-budget", "--space", str(space), "--time-budget-s", "0", expect=["--time-budget-s must be > 0"])
+    run("flag-searcher", "--space", str(space), "--searcher", "bayes", expect=["searcher: 'bayes' is not one of"])
+    run("flag-name", "--space", str(space), "--name", "../outside", expect=["--name must be a plain folder name"])
+    run("flag-no-space", expect=["--space is required"])
+    run("resume-nothing", "--resume", expect=["no sweep found"])
+
+    # --- dataset folders
+    run("data-missing", "--space", str(space), "--data", str(tmp / "none"), expect=["none", "dataset folder not found"])
+    (tmp / "empty").mkdir()
+    run("data-no-train", "--space", str(space), "--data", str(tmp / "empty"), expect=["empty", "missing train folder"])
+
+    def _non_binary(root):
+        m = np.zeros((48, 48), np.uint8)
+        m[0, :3] = [0, 100, 255]
+        Image.fromarray(m).save(root / "train" / "img1" / "masks" / "m0.png")
+
+    d = bad_data("nonbinary", _non_binary)
+    run("data-non-binary", "--space", str(space), "--data", str(d), expect=["img1/masks/m0.png", "not binary"])
+    d = bad_data("size", lambda r: Image.fromarray(np.full((8, 8), 255, np.uint8)).save(r / "train/img0/masks/m1.png"))
+    run("data-mask-size", "--space", str(space), "--data", str(d), expect=["img0/masks/m1.png", "differs from image"])
+    d = bad_data("trunc", lambda r: (r / "train/img0/masks/m0.png").write_bytes(b"\x89PNG\r\n\x1a\n cut"))
+    run("data-truncated-png", "--space", str(space), "--data", str(d), expect=["m0.png", "unreadable PNG"])
+    d = bad_data("noimage", lambda r: (r / "train/img1/images/img1.png").unlink())
+    run("data-no-image", "--space", str(space), "--data", str(d), expect=["img1"])
+    p = _space(tmp / "s-split.yaml", good, settings={"data": str(good), "split": {"val_ids": ["img7"]}})
+    run("data-split-id", "--space", str(p), expect=["img7"])
+
+    # --- search.export: arguments, test_img_ids.json, checkpoints
+    ckpt_dir = tmp / "ckpt-empty"
+    ckpt_dir.mkdir()
+
+    def export(case_id, *args, expect):
+        add(case_id, ["search.export", *args, *results(case_id)], *expect)
+
+    export("export-no-mode", expect=["one of the arguments --best --trial --checkpoint --score is required"])
+    export("export-two-modes", "--best", "--trial", "x", expect=["not allowed with argument"])
+    export("export-threshold", "--best", "--score-threshold", "1.5", expect=["--score-threshold must be in [0, 1)"])
+    export("export-score-no-gt", "--score", str(tmp / "a.json"), expect=["--score needs --gt"])
+    export("export-no-sweep", "--best", expect=["no sweep found"])
+    export("export-name", "--best", "--name", "../../etc", expect=["--name must be a plain folder name"])
+    export("export-ckpt-missing", "--checkpoint", str(tmp / "gone"), "--data", str(good), expect=["gone", "not found"])
+    export(
+        "export-ckpt-no-model", "--checkpoint", str(ckpt_dir), "--data", str(good), expect=["ckpt-empty", "model.pth"]
+    )
+    bad_ckpt = tmp / "ckpt-corrupt"
+    bad_ckpt.mkdir()
+    from trainable.config import build_cfg
+
+    cfg = build_cfg({"backbone": "R18-FPN", "weights": "scratch", "box_head_fc_dim": 64}, num_train_images=1)
+    (bad_ckpt / "config.yaml").write_text(cfg.dump())
+    (bad_ckpt / "model.pth").write_bytes(b"not a checkpoint")
+    export(
+        "export-ckpt-corrupt", "--checkpoint", str(bad_ckpt), "--data", str(good), expect=["model.pth", "unreadable"]
+    )
+
+    def index_case(case_id, content, *expect):
+        root = _dataset(tmp / f"data-{case_id}", n_images=1)
+        (root / "test_img_ids.json").write_text(content)
+        export(case_id, "--checkpoint", str(ckpt_dir), "--data", str(root), expect=["test_img_ids.json", *expect])
+
+    index_case("index-json", "{not json", "not valid JSON")
+    index_case("index-empty", "[]", "non-empty list")
+    index_case("index-keys", json.dumps([{"file_name": "t.png", "height": 40, "width": 50}]), "entry 0 needs")
+    index_case("index-file", json.dumps([{"file_name": "u.png", "id": 1, "height": 40, "width": 50}]), "no file")
+    index_case("index-size", json.dumps([{"file_name": "t.png", "id": 1, "height": 50, "width": 50}]), "the file is")
+    dup = [{"file_name": "t.png", "id": 1, "height": 40, "width": 50}] * 2
+    index_case("index-dup", json.dumps(dup), "duplicate id 1")
+
+    sweeps = tmp / "results-sweeps"
+    _sweep(sweeps, "unfinished", board=False)
+    _sweep(sweeps, "done")
+    add(
+        "export-unfinished",
+        ["search.export", "--best", "--results", str(sweeps), "--name", "unfinished"],
+        "unfinished",
+        "no leaderboard.csv",
+    )
+    add(
+        "export-trial",
+        ["search.export", "--trial", "zzz", "--results", str(sweeps), "--name", "done"],
+        "leaderboard.csv",
+        "no trial 'zzz'",
+    )
+    add(
+        "export-no-checkpoint",
+        ["search.export", "--best", "--results", str(sweeps), "--name", "done"],
+        "trial_abc123",
+        "has no checkpoint",
+    )
+    add(
+        "run-exists",
+        ["search.run", "--space", str(space), "--results", str(sweeps), "--name", "done"],
+        "already exists",
+    )
+
+    # --- one trial outside Ray
+    add(
+        "trial-config",
+        ["trainable.train", "--config", str(tmp / "no.yaml"), "--out", str(tmp / "results-trial")],
+        "no.yaml",
+        "file not found",
+    )
+    return cases
+
+
+def _ray_sessions() -> set[str]:
+    found = set()
+    for base in (Path("/tmp") / f"ray-{os.getuid()}", Path("/tmp/ray")):
+        found |= {str(p) for p in base.glob("session_2*")}
+    return found
+
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+def test_malformed_inputs_one_line_exit_2_no_ray_nothing_written(tmp_path):
+    cases = _corpus(tmp_path)
+    assert len(cases) >= 25
+    sweeps_before = _tree(tmp_path / "results-sweeps")
+    sessions_before = _ray_sessions()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def call(case):
+        case_id, argv, _ = case
+        return subprocess.run(
+            [sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+        )
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        done = list(pool.map(call, cases))
+
+    problems = []
+    for (case_id, _, expect), p in zip(cases, done, strict=True):
+        err = p.stderr.strip()
+        lines = err.splitlines()
+        if p.returncode != 2:
+            problems.append(f"{case_id}: exit {p.returncode}: {err[-500:]}")
+        elif len(lines) != 1 or not lines[0].startswith("error: ") or "Traceback" in err:
+            problems.append(f"{case_id}: not one 'error:' line: {err[-800:]!r}")
+        elif missing := [e for e in expect if e not in lines[0]]:
+            problems.append(f"{case_id}: {missing} not in {lines[0]!r}")
+        if (tmp_path / f"results-{case_id}").exists():
+            problems.append(f"{case_id}: wrote {tmp_path / f'results-{case_id}'}")
+    assert not problems, "\n".join(problems)
+    assert _tree(tmp_path / "results-sweeps") == sweeps_before  # nothing added to existing sweeps
+    assert _ray_sessions() == sessions_before  # no command started Ray
+    assert not Path("/tmp/nucleitune-pwned").exists()  # YAML tags are not executed (safe_load)
+
+
+@pytest.fixture(autouse=True)
+def _no_pwned_file():
+    Path("/tmp/nucleitune-pwned").unlink(missing_ok=True)
+    yield
+    shutil.rmtree("/tmp/nucleitune-pwned", ignore_errors=True)
