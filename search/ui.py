@@ -70,8 +70,11 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 def sweep_page(url: str, parent_run_id: str | None) -> str:
     """The runs table with the sweep's trials only, best val_map50 first (a filter also un-nests the child runs)."""
     req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=nucleitune")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        exp_id = json.load(r)["experiment"]["experiment_id"]
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            exp_id = json.load(r)["experiment"]["experiment_id"]
+    except OSError:  # no experiment yet (the sweep logged nothing): the UI's home page
+        return url
     query = {"orderByKey": "metrics.`val_map50`", "orderByAsc": "false"}
     if parent_run_id:
         query["searchFilter"] = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
