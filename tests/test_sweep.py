@@ -43,10 +43,14 @@ def test_sweep_asha_stops_a_bad_trial_and_optuna_learns(dup_data, cache_dir, pre
     folder = tmp_path / "results" / "asha"
     board = pd.read_csv(folder / "leaderboard.csv")
     assert len(board) == 3 and board["trial_id"].is_unique
-    good = board[board["hp.score_thresh_test"] == 0.05].iloc[0]
-    bad = board[board["hp.score_thresh_test"] == 0.9999].iloc[0]
-    assert good["status"] == "finished" and good["epochs_run"] == 3 and good["best_val_map50"] > 0
-    assert bad["status"] == "stopped_early" and bad["epochs_run"] == 1 and bool(bad["stopped_early"])
+    # The third trial is TPE's pick and may land on either value; ASHA may stop a good one that ranks below the
+    # rung's median, so only this is certain: a good trial ran all 3 epochs, every bad one stopped after epoch 1.
+    good = board[board["hp.score_thresh_test"] == 0.05]
+    bad = board[board["hp.score_thresh_test"] == 0.9999]
+    finished = good[good["status"] == "finished"]
+    assert len(finished) >= 1 and (finished["epochs_run"] == 3).all() and (good["best_val_map50"] > 0).all()
+    assert len(bad) >= 1 and (bad["status"] == "stopped_early").all() and (bad["epochs_run"] == 1).all()
+    assert bad["stopped_early"].astype(bool).all()
     assert "best: trial" in p.stdout and "leaderboard:" in p.stdout
 
     # Every trial wrote its log and kept at most two checkpoints (best and latest).
