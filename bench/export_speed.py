@@ -29,6 +29,7 @@ def make_checkpoint(folder: Path, backbone: str) -> Path:
     from trainable.config import build_cfg, validate
 
     hp = validate({"backbone": backbone, "weights": "scratch", "norm": "FrozenBN", "score_thresh_test": 0.0})
+    folder.mkdir(parents=True)
     cfg = build_cfg(hp, num_train_images=20, output_dir=folder, device="cpu")
     DetectionCheckpointer(build_model(cfg), str(folder)).save("model")
     (folder / "config.yaml").write_text(cfg.dump())

@@ -1,12 +1,13 @@
-"""Benchmark 5: ASHA + Optuna TPE vs FIFO + random search, same number of trials, same CPU-sized space, several
-seeds: compute spent (trials' own time) and best val_map50 reached. Target: the same best for half the compute.
+"""Benchmark 5: ASHA + Optuna TPE vs FIFO + random search, same number of trials, same CPU-sized space, several seeds:
+compute spent (trials' own time) and best val_map50 reached. Target: the same best for half the compute.
 
     .venv/bin/python bench/search_efficiency.py [--seeds 0 1 2] [--trials 6]
 
 The space is the smoke space (R18-FPN from scratch on the bundled sample, 4 iterations per epoch) with 128 px crops,
 4 epochs per trial and the learning rate searched over 1.5 decades; 2 trials at a time with 1 CPU each. ASHA has
-rungs at epochs 1 and 2 (grace 1, factor 2). Note: Optuna's TPE samples at random for its first 10 trials
-(n_startup_trials), so with fewer trials this compares ASHA's early stopping, not TPE's modelling.
+rungs at epochs 1 and 2 (--grace 1, factor 2) or at epoch 2 only (--grace 2). Note: Optuna's TPE samples at random
+for its first 10 trials (n_startup_trials), so with fewer trials this compares ASHA's early stopping, not TPE's
+modelling.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS = {"asha+tpe": ("optuna", "asha"), "fifo+random": ("random", "fifo")}
 
 
-def run_arm(folder: Path, arm: str, seed: int, trials: int) -> dict:
+def run_arm(folder: Path, arm: str, seed: int, trials: int, grace: int = 1) -> dict:
     searcher, scheduler = ARMS[arm]
     doc = yaml.safe_load((ROOT / "spaces" / "smoke.yaml").read_text())
     doc.update(name="eff", searcher=searcher, scheduler=scheduler, num_samples=trials, max_concurrent=2, seed=seed)
     doc["resources"] = {"cpu": 1, "gpu": 0}
-    doc["asha"] = {"grace_period": 1, "reduction_factor": 2}
+    doc["asha"] = {"grace_period": grace, "reduction_factor": 2}
     doc["settings"]["data"] = str(ROOT / "sample_data" / "nuclei")
     doc["fixed"].update(epochs=4, crop_size=128, decay_epochs=[3])
     doc["params"] = {
@@ -65,12 +66,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--trials", type=int, default=6)
+    p.add_argument("--grace", type=int, default=1, help="ASHA grace period in epochs (rungs at grace, 2 x grace, ...)")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         for seed in args.seeds:
             for arm in ARMS:  # both arms of a seed back to back: the machine's state is as alike as it gets
-                r = run_arm(Path(tmp), arm, seed, args.trials)
+                r = run_arm(Path(tmp), arm, seed, args.trials, args.grace)
                 rows.append(r)
                 print(
                     f"seed {seed} {arm:<12} best val_map50 {r['best']:.4f}, compute {r['compute_s']:.0f} s "

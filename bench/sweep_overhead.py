@@ -30,7 +30,8 @@ def sweep(folder: Path, trials: int, epochs: int) -> dict:
     doc.update(name=f"e{epochs}", searcher="random", scheduler="fifo", num_samples=trials, max_concurrent=1)
     doc["resources"] = {"cpu": 2, "gpu": 0}
     doc["settings"]["data"] = str(ROOT / "sample_data" / "nuclei")
-    doc["fixed"].update(epochs=epochs, decay_epochs=[max(1, epochs - 1)])
+    doc["fixed"].update(epochs=epochs, decay_epochs=[max(1, epochs - 1)], warmup_epochs=1.0)
+    doc["params"].pop("warmup_epochs")
     doc["params"].pop("epochs")
     doc["params"].pop("decay")
     doc.pop("points_to_evaluate", None)

@@ -5,9 +5,10 @@ Target: ratio <= 1.05.
     .venv/bin/python bench/trainable_overhead.py [--epochs 5] [--repeats 3] [--eval-every 1]
 
 Both sides run the smoke space's model (R18-FPN from scratch, 192 px crops, bundled sample: 4 iterations per epoch)
-with 2 torch threads, alternately. Both are timed from the end of epoch 1 to the end of the last epoch (the first
-epoch holds lazy initialisation on both sides). In the trial, each report's own time minus its validation time is
-training + checkpoint + report; the plain loop has no checkpoint, no report and no validation.
+with 2 torch threads, alternately. Both are timed from the trial's first report (end of epoch `eval_every`) to the
+end of the last epoch (the time before holds lazy initialisation on both sides). In the trial, each report's own
+time minus its validation time is training + checkpoint + report; the plain loop has no checkpoint, no report and no
+validation.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def tune_side(space: Path, folder: Path, name: str) -> dict:
     }
 
 
-def plain_side(space_path: Path, workdir: Path) -> dict:
+def plain_side(space_path: Path, workdir: Path, from_epoch: int = 1) -> dict:
     """Detectron2's SimpleTrainer on the trial's own cfg, data loader and mapper; no hooks but the LR scheduler."""
     import torch
     from detectron2.data import build_detection_train_loader
@@ -88,9 +89,9 @@ def plain_side(space_path: Path, workdir: Path) -> dict:
 
     trainer.register_hooks([hooks.LRScheduler(optimizer, build_lr_scheduler(cfg, optimizer)), Clock()])
     trainer.train(0, cfg.SOLVER.MAX_ITER)
-    ipe = schedule(hp, len(data.train))["iters_per_epoch"]
-    iters = len(ends) - ipe
-    return {"s_per_iter": (ends[-1] - ends[ipe - 1]) / iters, "iterations": iters}
+    start = schedule(hp, len(data.train))["iters_per_epoch"] * from_epoch
+    iters = len(ends) - start
+    return {"s_per_iter": (ends[-1] - ends[start - 1]) / iters, "iterations": iters}
 
 
 def main() -> None:
@@ -106,7 +107,8 @@ def main() -> None:
             # The plain loop runs in a subprocess too, so both sides start cold and share nothing.
             code = (
                 f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from bench.trainable_overhead import plain_side;"
-                f"from pathlib import Path; print(json.dumps(plain_side(Path({str(space)!r}), Path({tmp!r}))))"
+                f"from pathlib import Path; print(json.dumps(plain_side(Path({str(space)!r}), Path({tmp!r}), "
+                f"{args.eval_every})))"
             )
             out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
             assert out.returncode == 0, out.stderr[-2000:]
