@@ -119,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     return 0
 
 

@@ -1,6 +1,7 @@
 """Servers the project starts listen on 127.0.0.1 unless asked otherwise."""
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -45,8 +46,12 @@ def test_mlflow_ui_listens_on_loopback_only(tmp_path):
         port = int(url.rsplit(":", 1)[1])
         assert _listening(port) == {"0100007F"}  # 127.0.0.1 only, no 0.0.0.0 and no IPv6 wildcard
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does; search.ui stops its server
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group this test started
+        except ProcessLookupError:
+            pass
