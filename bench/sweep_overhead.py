@@ -12,7 +12,6 @@ MLflow parent run, ray.init), the Tune loop, and after it (leaderboard, MLflow c
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -23,9 +22,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def sweep(folder: Path, trials: int, epochs: int) -> dict:
+    from search.leaderboard import trial_reports
+
     doc = yaml.safe_load((ROOT / "spaces" / "smoke.yaml").read_text())
     doc.update(name=f"e{epochs}", searcher="random", scheduler="fifo", num_samples=trials, max_concurrent=1)
     doc["resources"] = {"cpu": 2, "gpu": 0}
@@ -45,7 +47,7 @@ def sweep(folder: Path, trials: int, epochs: int) -> dict:
     loop = float(re.search(r"Total run time: ([\d.]+) seconds", p.stdout + p.stderr).group(1))
     own, first_report, reports = 0.0, [], 0
     for trial in sorted((folder / f"e{epochs}").glob("trial_*")):
-        rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        rows = trial_reports(trial)
         own += rows[-1]["time_total_s"]
         reports += len(rows)
         # Setup inside the trial: from its start to its first report, minus epoch 1's training and validation.

@@ -42,12 +42,14 @@ def bench_space(folder: Path, epochs: int, eval_every: int) -> Path:
 
 
 def tune_side(space: Path, folder: Path, name: str) -> dict:
-    """One real sweep of one trial (MLflow on, SQLite); s/iteration from its reports after epoch 1."""
+    """One real sweep of one trial (MLflow on, SQLite); s/iteration from its reports after the first."""
+    from search.leaderboard import trial_reports
+
     cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--results", str(folder), "--name", name]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
     (trial,) = (folder / name).glob("trial_*")
-    reports = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    reports = trial_reports(trial)
     later = reports[1:]
     iters = later[-1]["iteration"] - reports[0]["iteration"]
     train = sum(r["time_this_iter_s"] - r["val_seconds"] for r in later)

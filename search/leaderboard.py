@@ -81,6 +81,12 @@ def build(experiment_path: str | Path, space: Space) -> pd.DataFrame:
     return table
 
 
+def trial_reports(trial_dir: str | Path) -> list[dict]:
+    """Every report of a trial, in order, from Ray's result.json in its folder ([] before its first report)."""
+    f = Path(trial_dir) / "result.json"
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+
+
 def _read(trial) -> str:
     try:
         return Path(trial.storage.trial_fs_path, "error.txt").read_text()

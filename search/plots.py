@@ -12,14 +12,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from search.leaderboard import trial_reports  # noqa: E402
 from search.space import Space  # noqa: E402
 
 LOSSES = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc")
 
 
-def learning_curve(result_json: Path, out: Path) -> Path:
+def learning_curve(trial_dir: Path, out: Path) -> Path:
     """Training losses and val_map50 / val_map50_all against epoch (one line per report)."""
-    rows = [json.loads(line) for line in Path(result_json).read_text().splitlines() if line.strip()]
+    rows = trial_reports(trial_dir)
     df = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch") if rows else pd.DataFrame()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for key in LOSSES:

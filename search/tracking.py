@@ -211,7 +211,7 @@ class MLflowCallback(Callback):
         log, out = self.tracker.client.log_artifact, trial_dir / "plots"
         out.mkdir(exist_ok=True)
         curve = self.tracker.safe(
-            "plotting a learning curve", plots.learning_curve, trial_dir / "result.json", out / "learning_curve.png"
+            "plotting a learning curve", plots.learning_curve, trial_dir, out / "learning_curve.png"
         )
         lrs = self.tracker.safe(
             "plotting an LR schedule", plots.lr_schedule, hp, self.num_train, out / "lr_schedule.png"

@@ -2,7 +2,6 @@
 with --address, runs trials on both nodes, survives the worker node being killed mid-trial, and the test tears down
 only the processes it started."""
 
-import json
 import os
 import secrets
 import shutil
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from search.leaderboard import trial_reports
 from search.ui import free_port
 from tests.conftest import ROOT
 from tests.conftest import sweep_space as _space
@@ -82,11 +82,6 @@ def _worker_node_id(address: str, env: dict) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
-def _reports(trial_dir: Path) -> list[dict]:
-    f = trial_dir / "result.json"
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
-
-
 def test_two_node_cluster_survives_losing_the_worker_node(cluster, dup_data, cache_dir, tmp_path):
     worker_id = cluster["worker_node_id"]
     # Two trials of 4 one-iteration epochs, 1 CPU each: one fits on each node. One retry per trial.
@@ -115,7 +110,7 @@ def test_two_node_cluster_survives_losing_the_worker_node(cluster, dup_data, cac
         return {
             d: "worker" if reps[0]["node_id"] == worker_id else "head"
             for d in folder.glob("trial_*")
-            if (reps := _reports(d))
+            if (reps := trial_reports(d))
         }
 
     try:
@@ -127,7 +122,7 @@ def test_two_node_cluster_survives_losing_the_worker_node(cluster, dup_data, cac
         where = placed()
         assert sorted(where.values()) == ["head", "worker"], where  # trials ran on both nodes
         victim = next(d for d, node in where.items() if node == "worker")
-        epochs_before = len(_reports(victim))
+        epochs_before = len(trial_reports(victim))
         assert epochs_before < 4 and list(victim.glob("checkpoint_*"))  # mid-trial, with a checkpoint
         cluster["kill_worker"]()
         assert driver.wait(timeout=900) == 0, (tmp_path / "driver.log").read_text()[-4000:]
@@ -138,9 +133,9 @@ def test_two_node_cluster_survives_losing_the_worker_node(cluster, dup_data, cac
     board = pd.read_csv(folder / "leaderboard.csv")
     assert len(board) == 2 and (board["status"] == "finished").all() and (board["epochs_run"] == 4).all()
     # The victim resumed on the head from its checkpoint: later reports come from a head process, its log says so.
-    after = _reports(victim)[epochs_before:]
+    after = trial_reports(victim)[epochs_before:]
     assert after and all(r["node_id"] != worker_id for r in after)
-    assert [r["epoch"] for r in _reports(victim)][-1] == 4
+    assert [r["epoch"] for r in trial_reports(victim)][-1] == 4
     resumed = " ".join(p.read_text() for p in victim.glob("trial-resumed-*.log"))
     assert "resumed from" in resumed
     assert "error.txt" in {p.name for p in victim.iterdir()}  # Ray recorded the node failure
