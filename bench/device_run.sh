@@ -1,11 +1,7 @@
 #!/usr/bin/env bash
-# How bench/gpu_sweep.sh was run on this workplace's lent GPU machines (see bench/RESULTS.md, item 7). Those machines
-# reach no network and receive at most 64 MiB per call, so the call carries .gpu/ (made on the CPU machine):
-#   ray-slim.tar.xz   ray 2.60.0 for CPython 3.12 without its Java jars, dashboard web client, RLlib and LLM packages,
-#                     binaries stripped of symbols (25 MiB instead of 79 MiB)
-#   *.whl             the other Python packages the image lacks (Detectron2 = sal-detectron2 0.7.2 retagged py3)
-#   nuclei.tar        12 of the 24 course training tiles + 2 test tiles (bench/device_bundle.py pack, lossless)
-# and writes what comes back into $OUT. Run from the repository root there: bash bench/device_run.sh
+# Runs bench/gpu_sweep.sh (bench/RESULTS.md, item 7) on a GPU machine and writes what comes back into $OUT.
+# The machine has no network and receives at most 64 MiB per call: .gpu/ is built by bench/gpu_bundle.sh.
+# Run from the repository root there: bash bench/device_run.sh
 set -uo pipefail
 : "${OUT:?OUT must name the folder whose files come back}"
 export PYTHONUNBUFFERED=1

@@ -63,15 +63,13 @@ def tune_side(space: Path, folder: Path, name: str) -> dict:
 def plain_side(space_path: Path, workdir: Path, from_epoch: int = 1) -> dict:
     """Detectron2's SimpleTrainer on the trial's own cfg, data loader and mapper; no hooks but the LR scheduler."""
     import torch
-    from detectron2.data import build_detection_train_loader
     from detectron2.engine import HookBase, SimpleTrainer, hooks
     from detectron2.modeling import build_model
     from detectron2.solver import build_lr_scheduler, build_optimizer
 
     from search.space import load_space
-    from trainable.augment import NucleiTrainMapper, build_augmentations
     from trainable.config import build_cfg, schedule, validate
-    from trainable.train import Settings, prepare_data
+    from trainable.train import Settings, prepare_data, train_loader
 
     torch.set_num_threads(2)  # what Ray gives a trial with 2 CPUs (OMP_NUM_THREADS)
     space = load_space(space_path)
@@ -81,7 +79,7 @@ def plain_side(space_path: Path, workdir: Path, from_epoch: int = 1) -> dict:
     cfg = build_cfg(hp, len(data.train), output_dir=workdir, device="cpu")
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
-    loader = build_detection_train_loader(cfg, mapper=NucleiTrainMapper(build_augmentations(hp)))
+    loader = train_loader(cfg, hp, data.train)
     trainer = SimpleTrainer(model, loader, optimizer)
     ends: list[float] = []
 

@@ -6,8 +6,9 @@
     python -m search.export --score answer.json --gt DIR    # AP50@100 (course), AP50 uncapped, AP; recall ceiling
 
 A submission is COCO results JSON: [{image_id, category_id: 1, segmentation: {size, counts}, score, bbox}], image ids
-from test_img_ids.json, all detections the model gives, sorted by score. Written atomically, with a zip for upload
-and one overlay PNG per tile; validated with pycocotools before success is reported.
+from test_img_ids.json, the top 100 detections per tile (the course scorer reads no more; --max-dets), sorted by
+score. Written atomically, with a zip for upload and one overlay PNG per tile; validated with pycocotools before
+success is reported.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.leaderboard import best_checkpoint
+from search.checkpoints import best_checkpoint
 from search.run import SETTINGS_FILE, UsageError, check_name, latest_sweep
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
+from trainable.evaluate import COURSE_MAX_DETS
 from trainable.files import read_document
 
 
@@ -100,12 +102,21 @@ def validate_submission(results: list[dict], index: list[dict]) -> None:
             gt.loadRes(results)
 
 
-def export(checkpoint: Path, data: Path, out: Path, device: str, score_threshold: float | None, tta: bool) -> dict:
+def export(
+    checkpoint: Path,
+    data: Path,
+    out: Path,
+    device: str,
+    score_threshold: float | None,
+    tta: bool,
+    max_dets: int | None = COURSE_MAX_DETS,
+) -> dict:
+    """Predict every test tile (top `max_dets` detections each; None: all the model keeps) and write the submission."""
     from trainable import overlay
     from trainable.predict import Predictor
 
     index = load_test_index(data)  # checked against the files before the model is loaded
-    predictor = Predictor(checkpoint, device=device, score_threshold=score_threshold, tta=tta)
+    predictor = Predictor(checkpoint, device=device, score_threshold=score_threshold, tta=tta, max_dets=max_dets)
     out.parent.mkdir(parents=True, exist_ok=True)
     overlays = out.parent / "overlays"
     overlays.mkdir(exist_ok=True)
@@ -184,7 +195,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--score-threshold", type=float, help="drop detections below this score (default: the model's)")
     p.add_argument("--tta", action="store_true", help="test-time flip augmentation (Detectron2's TTA)")
+    p.add_argument(
+        "--max-dets",
+        type=max_dets_arg,
+        default=COURSE_MAX_DETS,
+        metavar="N",
+        help="detections kept per tile, best first: the course scorer reads the top %(default)s; 'all' keeps every "
+        "detection the model gives (default: %(default)s)",
+    )
     return p
+
+
+def max_dets_arg(text: str) -> int | None:
+    """--max-dets: a positive integer, or 'all' (None)."""
+    if text == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--device cuda: no CUDA device here")
         if row:
             print(f"trial {row['trial_id']} (best val_map50 {row['best_val_map50']:.4f}), checkpoint {ckpt.name}")
-        info = export(ckpt, Path(data), out.resolve(), device, args.score_threshold, args.tta)
+        info = export(ckpt, Path(data), out.resolve(), device, args.score_threshold, args.tta, args.max_dets)
     except (UsageError, ExportError, ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

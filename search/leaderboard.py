@@ -115,15 +115,3 @@ def summary(table: pd.DataFrame, space: Space, wall_s: float) -> str:
             f"best: trial {b['trial_id']} val_map50 {b['best_val_map50']:.4f} at epoch {b['best_epoch']} {hps}"
         )
     return "\n".join(lines)
-
-
-def best_checkpoint(trial_dir: Path) -> Path | None:
-    """The trial's checkpoint folder with the highest val_map50 (ties: the earlier epoch)."""
-    best, best_value = None, -1.0
-    for d in sorted(trial_dir.glob("checkpoint_*")):
-        state = d / "state.json"
-        if state.is_file():
-            value = json.loads(state.read_text())["metrics"].get(METRIC, -1.0)
-            if value > best_value:
-                best, best_value = d, value
-    return best

@@ -115,11 +115,27 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
         settings = Settings.from_dict(sdict)
     except (ConfigError, TypeError) as e:
         raise SpaceError(f"{args.space}: settings: {e}") from None
+    fit_to_resources(settings, space, args.space)
     name = check_name(args.name) or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = results / name
     if folder.exists():
         raise UsageError(f"{folder} already exists: pick another --name, or add --resume to continue it")
     return space, settings, folder
+
+
+def fit_to_resources(settings: Settings, space: Space, path: str) -> None:
+    """Loader processes follow the CPUs a trial reserves (its own process is one); AMP needs a GPU per trial."""
+    cpus, gpus = space.resources["cpu"], space.resources["gpu"]
+    most = max(0, int(cpus) - 1)
+    if settings.num_workers is None:
+        settings.num_workers = most
+    elif settings.num_workers > most:
+        raise SpaceError(
+            f"{path}: settings.num_workers: {settings.num_workers} loader processes and the trial's own exceed the "
+            f"{cpus:g} CPU(s) a trial reserves (resources.cpu, --cpus-per-trial): use at most {most}"
+        )
+    if settings.amp in ("fp16", "bf16") and not gpus:
+        raise SpaceError(f"{path}: settings.amp: {settings.amp} needs a GPU per trial (resources.gpu); use auto or off")
 
 
 def check_name(name: str | None) -> str | None:
@@ -161,6 +177,8 @@ def build_tuner(
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
+
+    from search.checkpoints import TrainerStatePruner
 
     trainable = tune.with_resources(
         tune.with_parameters(sweep_trial, space=space, settings=settings.__dict__),
@@ -216,15 +234,17 @@ def build_tuner(
             failure_config=tune.FailureConfig(max_failures=space.max_failures),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # trial.log from each trial's working folder
             progress_reporter=reporter,
-            callbacks=callbacks,
+            callbacks=[*callbacks, TrainerStatePruner()],  # the best checkpoint keeps weights, not optimizer state
             verbose=1,
         ),
     )
 
 
 def _searched_names(space: Space) -> list[str]:
-    return [n for n in space.params if n != "decay"] + (
-        [f"decay_{i}" for i in range(1, space.params["decay"].count[1] + 1)] if "decay" in space.params else []
+    return (
+        [n for n in space.params if n != "decay"]
+        + ([f"decay_{i}" for i in range(1, space.params["decay"].count[1] + 1)] if "decay" in space.params else [])
+        + (["seed"] if space.trial_seeds == "per_trial" else [])
     )
 
 

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainable.config import BACKBONES, DEFAULTS, ConfigError, validate
+import numpy as np
+
+from trainable.config import BACKBONES, DEFAULTS, ConfigError, validate, with_defaults
 from trainable.files import read_document
 
 SEARCHERS = ("optuna", "random", "grid")
+TRIAL_SEEDS = ("shared", "per_trial")  # every trial gets the space's `seed` hyperparameter, or one of its own
 SCHEDULERS = ("asha", "fifo")
 DISTRIBUTIONS = ("choice", "int", "uniform", "loguniform", "fixed", "milestones")
 TOP_KEYS = {
@@ -24,6 +27,7 @@ TOP_KEYS = {
     "num_samples": int,
     "max_concurrent": int,
     "seed": int,
+    "trial_seeds": str,
     "resources": dict,
     "asha": dict,
     "max_failures": int,
@@ -64,6 +68,7 @@ class Space:
     num_samples: int = 10
     max_concurrent: int = 1
     seed: int = 0
+    trial_seeds: str = "shared"
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
     asha: dict[str, int] = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 3})
     max_failures: int = 2
@@ -78,11 +83,14 @@ class Space:
         return int(max(p.values) if p.kind == "choice" else p.high)
 
     def hparams(self, config: dict) -> dict:
-        """A trial's full hyperparameters: fixed values + searched ones, with milestones turned into decay_epochs."""
+        """A trial's full hyperparameters: defaults, fixed values and searched ones (milestones -> decay_epochs), and
+        its own seed under `trial_seeds: per_trial`."""
         hp = dict(self.fixed)
         for name, p in self.params.items():
             if p.kind != "milestones":
                 hp[name] = config[name]
+        if self.trial_seeds == "per_trial":
+            hp["seed"] = int(config["seed"])
         epochs = hp.get("epochs", DEFAULTS["epochs"])
         for name, p in self.params.items():
             if p.kind == "milestones":
@@ -90,7 +98,11 @@ class Space:
                 fractions = sorted(config[f"{name}_{i}"] for i in range(1, n + 1))
                 # Fractions that round to the same epoch give one decay there (schedulers need increasing steps).
                 hp["decay_epochs"] = sorted({max(1, round(f * epochs)) for f in fractions})
-        return hp
+        return with_defaults(hp)
+
+    def trial_seed(self, number: int) -> int:
+        """The seed of the sweep's trial number `number` (0, 1, ...) under `trial_seeds: per_trial`."""
+        return int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0] % 2**31)
 
     def define_by_run(self, trial) -> None:
         """Optuna define-by-run: conditional milestone fractions are suggested only when used."""
@@ -105,7 +117,8 @@ class Space:
                 n = trial.suggest_int(f"{name}_count", *p.count) if p.count[0] != p.count[1] else p.count[0]
                 for i in range(1, n + 1):
                     trial.suggest_float(f"{name}_{i}", p.low, p.high)
-        return None
+        # Constants returned here join the trial's config without being searched (TPE does not model them).
+        return {"seed": self.trial_seed(trial.number)} if self.trial_seeds == "per_trial" else None
 
     def param_space(self) -> dict:
         """Ray Tune param space for the random and grid searchers (grid: over every choice parameter)."""
@@ -126,6 +139,8 @@ class Space:
                     space[f"{name}_count"] = tune.randint(p.count[0], p.count[1] + 1)
                 for i in range(1, p.count[1] + 1):
                     space[f"{name}_{i}"] = tune.uniform(p.low, p.high)
+        if self.trial_seeds == "per_trial":  # drawn from the searcher's seeded random state
+            space["seed"] = tune.randint(0, 2**31 - 1)
         return space
 
     def searched_point(self, point: dict) -> dict:
@@ -250,10 +265,23 @@ def load_space(path: str | Path) -> Space:
     space = Space(
         path=path, name=doc.get("name", path.stem), params=params, fixed=fixed, settings=dict(doc.get("settings") or {})
     )
-    for key in ("searcher", "scheduler", "num_samples", "max_concurrent", "seed", "max_failures", "description"):
+    for key in (
+        "searcher",
+        "scheduler",
+        "num_samples",
+        "max_concurrent",
+        "seed",
+        "trial_seeds",
+        "max_failures",
+        "description",
+    ):
         if key in doc:
             setattr(space, key, doc[key])
     check_choices(space, path)
+    if space.trial_seeds not in TRIAL_SEEDS:
+        raise _err(path, "trial_seeds", f"{space.trial_seeds!r} is not one of {list(TRIAL_SEEDS)}")
+    if space.trial_seeds == "per_trial" and ("seed" in space.params or "seed" in space.fixed):
+        raise _err(path, "trial_seeds", "per_trial draws each trial's seed: do not also set the seed hyperparameter")
     if space.num_samples < 1 or space.max_concurrent < 1 or space.max_failures < 0:
         raise _err(path, "num_samples", "num_samples and max_concurrent must be >= 1, max_failures >= 0")
     space.resources = _resources(path, doc.get("resources", {"cpu": 1, "gpu": 0}))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from search.leaderboard import best_checkpoint
+from search.checkpoints import best_checkpoint
 from search.space import Space
 
 EXPERIMENT = "nucleitune"

@@ -112,3 +112,55 @@ def test_flip_tta_export_is_valid(pretrained, dup_data, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results and {r["image_id"] for r in results} <= {1, 2}
+
+
+def test_default_cap_keeps_the_scorers_100_and_its_ap50(pretrained, dup_data, cache_dir, tmp_path):
+    """--max-dets 100 (default) pastes 100 masks per tile; the course scorer's AP50@100 is that of all detections."""
+    from tests.conftest import DUP_TILE
+
+    tile = dup_data / "train" / DUP_TILE
+    gt, data = tmp_path / "gt", tmp_path / "data"
+    gt.mkdir()
+    (gt / DUP_TILE).symlink_to(tile)
+    (data / "test").mkdir(parents=True)
+    (data / "test" / f"{DUP_TILE}.png").symlink_to(tile / "images" / f"{DUP_TILE}.png")
+    index = [{"file_name": f"{DUP_TILE}.png", "id": 1, "height": 256, "width": 256}]
+    for d in (gt, data):
+        (d / "test_img_ids.json").write_text(json.dumps(index))
+    scores, counts = {}, {}
+    for cap in ("100", "all"):
+        out = tmp_path / cap / "answer.json"
+        args = ["--checkpoint", str(pretrained.parent), "--data", str(data), "--out", str(out), "--max-dets", cap]
+        p = _export(*args)
+        assert p.returncode == 0, p.stderr[-3000:]
+        counts[cap] = len(json.loads(out.read_text()))
+        scores[cap] = score(out, gt, cache_dir)
+    assert counts["100"] == COURSE_MAX_DETS < counts["all"]
+    assert scores["100"]["map50"] == pytest.approx(scores["all"]["map50"], abs=1e-9) and scores["100"]["map50"] > 0.05
+
+
+def test_overlay_fills_and_outlines_each_mask_as_on_the_whole_tile():
+    """The overlay works inside each mask's box; the picture must be the one whole-tile arithmetic gives."""
+    from trainable import overlay
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    masks = []
+    for i in range(30):
+        m = np.zeros((120, 160), np.uint8)
+        y, x = rng.integers(-10, 120), rng.integers(-10, 160)
+        m[max(0, y) : y + rng.integers(1, 30), max(0, x) : x + rng.integers(1, 30)] = 1
+        m[0:3, :] = 1 if i % 11 == 0 else m[0:3, :]  # touches the tile's border
+        masks.append(m * (i % 7 != 0))  # and some empty ones
+    rles = [mask_util.encode(np.asfortranarray(m)) for m in masks]
+    expected = image.astype(np.float32)
+    edges = np.zeros((120, 160), bool)
+    colors = np.random.default_rng(0).uniform(40, 255, size=(len(masks), 3))
+    for m, color in zip(masks, colors, strict=True):
+        m = m.astype(bool)
+        expected[m] = 0.55 * expected[m] + 0.45 * color
+        padded = np.pad(m, 1, mode="edge")  # a pixel is inner if its 4 neighbours (clamped at the border) are in
+        inner = m & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+        edges |= m & ~inner
+    expected[edges] = 255
+    assert np.array_equal(overlay.draw(image, rles), expected.clip(0, 255).astype(np.uint8))

@@ -24,6 +24,7 @@ def test_parent_and_children_with_metrics_and_artifacts(mlflow_server, swept):
         run_id = child["info"]["run_id"]
         params = {p["key"]: p["value"] for p in child["data"]["params"]}
         assert params["backbone"] == "R18-FPN" and "brightness" in params and params["epochs"] == "2"
+        assert params["seed"] == "0" and params["gamma"] == "0.1"  # every hyperparameter, defaults included
         for key in ("val_map50", "total_loss", "lr", "sec_per_iter"):
             hist = _api(mlflow_server, f"metrics/get-history?run_id={run_id}&metric_key={key}")["metrics"]
             assert sorted(m["step"] for m in hist) == [1, 2], key

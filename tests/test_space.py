@@ -46,6 +46,17 @@ BAD = [
         "points_to_evaluate[0].lr: 5.0 is outside",
     ),
     ("settings: {data: sample_data/nuclei, split: {val: 1}, eval_evry: 2}\n", "settings: unknown setting(s)"),
+    ("trial_seeds: random\n", "trial_seeds: 'random' is not one of ['shared', 'per_trial']"),
+    (
+        "trial_seeds: per_trial\nfixed: {backbone: R18-FPN, weights: scratch, seed: 3}\n",
+        "trial_seeds: per_trial draws each trial's seed",
+    ),
+    (
+        "settings: {data: sample_data/nuclei, split: {val: 1}, num_workers: 2}\nresources: {cpu: 2}\n",
+        "settings.num_workers: 2 loader processes and the trial's own exceed the 2 CPU(s) a trial reserves",
+    ),
+    ("settings: {data: sample_data/nuclei, split: {val: 1}, amp: fp16}\n", "settings.amp: fp16 needs a GPU per trial"),
+    ("settings: {data: sample_data/nuclei, split: {val: 1}, amp: fp8}\n", "settings: amp must be one of"),
 ]
 
 
@@ -115,3 +126,27 @@ def test_shipped_spaces_are_valid():
     assert set(real.params["backbone"].values) == {"R50-C4", "R50-FPN", "R101-C4", "R101-FPN"}
     seed = real.hparams(real.points_to_evaluate[0])
     assert seed["decay_epochs"] == [20, 50, 80, 90] and seed["epochs"] == 120 and seed["lr"] == 0.01
+
+
+def test_trial_seeds_shared_by_default_or_one_per_trial(tmp_path):
+    import optuna
+
+    shared = load_space(_write(tmp_path, "fixed: {backbone: R18-FPN, weights: scratch, seed: 7}"))
+    config = {"lr": 0.01, "epochs": 4, "decay_count": 1, "decay_1": 0.5}
+    assert shared.trial_seeds == "shared" and shared.hparams(config)["seed"] == 7
+    assert "seed" not in shared.param_space()
+
+    own = load_space(_write(tmp_path, "trial_seeds: per_trial"))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seeds = [own.define_by_run(study.ask())["seed"] for _ in range(4)]
+    assert len(set(seeds)) == 4 and seeds == [own.trial_seed(n) for n in range(4)]  # by trial number: reproducible
+    assert own.hparams({**config, "seed": seeds[2]})["seed"] == seeds[2]
+    assert "seed" in own.param_space()  # random and grid searchers draw it from their seeded random state
+
+
+def test_loader_workers_follow_the_cpus_of_a_trial(tmp_path):
+    for cpus, workers in ((1, 0), (2, 1), (4, 3), (0.5, 0)):
+        space = load_space(_write(tmp_path, f"resources: {{cpu: {cpus}}}"))
+        settings = run.Settings.from_dict({"data": "x"})
+        run.fit_to_resources(settings, space, "s.yaml")
+        assert settings.num_workers == workers

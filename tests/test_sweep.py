@@ -53,11 +53,16 @@ def test_sweep_asha_stops_a_bad_trial_and_optuna_learns(dup_data, cache_dir, pre
     assert bad["stopped_early"].astype(bool).all()
     assert "best: trial" in p.stdout and "leaderboard:" in p.stdout
 
-    # Every trial wrote its log and kept at most two checkpoints (best and latest).
+    # Every trial wrote its log and kept at most two checkpoints (best and latest); only the latest holds the
+    # training state, the best its weights. Each trial had 2 CPUs: 1 loader process beside its own.
     for row in board.itertuples():
         trial_dir = Path(row.path)
         assert (trial_dir / "trial.log").is_file()
-        assert 1 <= len(list(trial_dir.glob("checkpoint_*"))) <= 2
+        ckpts = sorted(trial_dir.glob("checkpoint_*"))
+        assert 1 <= len(ckpts) <= 2
+        assert [(c / "trainer.pth").is_file() for c in ckpts] == [False] * (len(ckpts) - 1) + [True]
+        assert all((c / "model.pth").is_file() for c in ckpts)
+        assert "NUM_WORKERS: 1\n" in (ckpts[-1] / "config.yaml").read_text()
 
     # The Optuna study behind the searcher holds the three completed trials with their values.
     from optuna.trial import TrialState
@@ -74,7 +79,7 @@ def test_sweep_asha_stops_a_bad_trial_and_optuna_learns(dup_data, cache_dir, pre
 
 
 def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
-    space = _space(tmp_path, dup_data, cache_dir, scheduler="fifo")
+    space = _space(tmp_path, dup_data, cache_dir, scheduler="fifo", trial_seeds="per_trial")
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--results", str(results), "--name", "r"]
     log = open(tmp_path / "driver.log", "w")
@@ -113,6 +118,11 @@ def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
     assert {r.info.status for r in runs} == {"FINISHED"}
     metric_steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "val_map50")]
     assert sorted(set(metric_steps)) == [1, 2, 3]
+
+    # trial_seeds: per_trial: three seeds, recorded alike in the leaderboard and MLflow.
+    assert board["hp.seed"].nunique() == 3
+    seeds = dict(zip(board["trial_id"], board["hp.seed"].astype(int), strict=True))
+    assert {r.info.run_name: int(r.data.params["seed"]) for r in children} == seeds
 
 
 def test_tracking_server_down_does_not_stop_the_sweep(dup_data, cache_dir, tmp_path):

@@ -1,13 +1,16 @@
 """Real Detectron2 training on small crops of the course data: a few iterations, R18-FPN from scratch."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import ROOT, SMALL_IDS
+from trainable.config import ConfigError
 from trainable.train import Settings, run_trial
 
 TINY = {
@@ -54,9 +57,17 @@ def test_two_epochs_report_and_resume(small_data, cache_dir, tmp_path):
     assert "val_map50_all" not in first  # validation keeps the scorer's 100 detections: no uncapped metric
     assert 0.0 <= first["val_map50"] <= 1.0 and first["val_detections_per_image"] <= 100
     assert first["lr"] == pytest.approx(0.01) and rec.reports[1][0]["lr"] == pytest.approx(0.001)
-    assert {"model.pth", "config.yaml", "state.json"} <= {p.name for p in ckpt.iterdir()}
+    assert {"model.pth", "trainer.pth", "config.yaml", "state.json"} <= {p.name for p in ckpt.iterdir()}
+    assert set(torch.load(ckpt / "model.pth", weights_only=True)) == {"model"}  # weights only; the rest beside
     assert json.loads((ckpt / "state.json").read_text())["iteration"] == 2
     assert summary["failure_reason"] is None
+
+    # A checkpoint without the training state (a best one) cannot resume: one clear error.
+    weights_only = tmp_path / "weights-only"
+    shutil.copytree(ckpt, weights_only)
+    (weights_only / "trainer.pth").unlink()
+    with pytest.raises(ConfigError, match="only a trial's latest checkpoint can resume"):
+        run_trial({**TINY, "epochs": 2}, settings, Recorder(tmp_path), tmp_path / "w3", resume_from=weights_only)
 
     # Resume from the epoch-1 checkpoint: training continues at iteration 2 (0-based), with the decayed LR.
     resumed = Recorder(tmp_path / "resumed")
@@ -124,3 +135,113 @@ def test_capped_validation_gives_the_uncapped_runs_val_map50(pretrained, dup_dat
     assert capped["val_map50"] == pytest.approx(uncapped["val_map50"], abs=1e-9)
     assert capped["val_map"] == pytest.approx(uncapped["val_map"], abs=1e-9)
     assert trainer.model.roi_heads.box_predictor.test_topk_per_image == 300  # restored after validation
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Seeds, loader workers, batch size, mixed precision, checkpoints
+
+
+def _runs(hp: dict, settings: Settings, seeds: tuple, tmp_path: Path) -> list[list[dict]]:
+    """One trial per seed: the losses, val_map50 and lr of each of its reports."""
+    keys = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc", "val_map50", "lr")
+    runs = []
+    for i, seed in enumerate(seeds):
+        rec = Recorder(tmp_path / f"r{i}")
+        rec.keep.mkdir()
+        run_trial({**hp, "seed": seed}, settings, rec, tmp_path / f"w{i}")
+        runs.append([{k: m[k] for k in keys} for m, _ in rec.reports])
+    return runs
+
+
+def test_same_seed_same_trial_other_seed_other_trial(small_data, cache_dir, tmp_path):
+    """From scratch, with augmentation in a loader worker: model init, sampler, augmentations and ROI sampling."""
+    settings = _settings(small_data, cache_dir)
+    settings.num_workers = 1
+    hp = {**TINY, "epochs": 2, "hflip": 0.5, "vflip": 0.5, "brightness": 0.2}
+    runs = _runs(hp, settings, (0, 0, 1), tmp_path)
+    assert len(runs[0]) == 2
+    for a, b in zip(runs[0], runs[1], strict=True):
+        assert a == pytest.approx(b, abs=1e-6, rel=0)
+    assert [r["total_loss"] for r in runs[0]] != pytest.approx([r["total_loss"] for r in runs[2]], abs=1e-6, rel=0)
+
+
+def test_same_seed_same_val_map50_from_pretrained_weights(pretrained, dup_data, cache_dir, tmp_path):
+    from tests.conftest import CPU_HEADS
+
+    settings = Settings(data=str(dup_data), split={"val_ids": ["copy"]}, eval_every=1, cache_dir=str(cache_dir))
+    hp = {
+        "backbone": "R18-FPN",
+        "weights": str(pretrained),
+        "epochs": 1,
+        "lr": 1e-3,
+        "warmup_epochs": 0,
+        "decay_epochs": [],
+        "crop_size": 256,
+        **CPU_HEADS,
+    }
+    runs = _runs(hp, settings, (3, 3, 4), tmp_path)
+    assert len(runs[0]) == 1 and runs[0][0]["val_map50"] > 0.05
+    assert runs[0][0] == pytest.approx(runs[1][0], abs=1e-6, rel=0)
+    assert runs[0][0] != pytest.approx(runs[2][0], abs=1e-6, rel=0)
+
+
+def _torch_loader(loader):
+    """The torch DataLoader inside Detectron2's wrappers (AspectRatioGroupedDataset, MapDataset)."""
+    import torch.utils.data
+
+    while not isinstance(loader, torch.utils.data.DataLoader):
+        loader = loader.dataset
+    return loader
+
+
+def test_num_workers_and_batch_size_reach_the_loader_and_the_solver(small_data, cache_dir, tmp_path):
+    from trainable.config import build_cfg, with_defaults
+    from trainable.train import NucleiTrainer, prepare_data
+
+    settings = _settings(small_data, cache_dir)
+    data = prepare_data(settings)
+    hp = {**TINY, "epochs": 2, "batch_size": 2, "lr": 0.004}
+    cfg = build_cfg(hp, len(data.train), output_dir=tmp_path, num_workers=2)
+    trainer = NucleiTrainer(cfg, with_defaults(hp), data, report=lambda *a: None, eval_every=1, workdir=tmp_path)
+    assert _torch_loader(trainer.data_loader).num_workers == 2
+    batch = next(iter(trainer.data_loader))
+    assert len(batch) == 2 and all(tuple(b["image"].shape[1:]) == (128, 128) for b in batch)
+    assert cfg.SOLVER.BASE_LR == pytest.approx(0.008)  # linear scaling: lr is per image of a batch
+
+    # And a real trial at batch size 2 (one iteration per epoch): reports, LR scaled, no failure.
+    settings.num_workers = 1
+    rec = Recorder(tmp_path)
+    summary = run_trial(hp, settings, rec, tmp_path / "work")
+    assert summary["failure_reason"] is None and summary["max_iter"] == 2
+    assert [m["iteration"] for m, _ in rec.reports] == [1, 2]
+    assert rec.reports[0][0]["lr"] == pytest.approx(0.008)
+
+
+def test_amp_on_cpu_is_off_by_default_and_refused_when_asked(small_data, cache_dir, tmp_path):
+    settings = _settings(small_data, cache_dir)
+    assert settings.amp == "auto" and settings.amp_dtype("cpu") is None
+    for amp in ("fp16", "bf16"):
+        settings.amp = amp
+        with pytest.raises(ConfigError, match=f"amp: {amp} needs a CUDA device"):
+            run_trial({**TINY, "epochs": 1}, settings, Recorder(tmp_path), tmp_path / "w")
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())  # refused before any work
+    with pytest.raises(ConfigError, match="amp must be one of"):
+        Settings.from_dict({"data": "x", "amp": "fp8"})
+    assert Settings.from_dict({"data": "x", "amp": False}).amp == "off"  # YAML's `amp: off`
+
+
+def test_local_reporter_keeps_trainer_state_in_the_latest_checkpoint_only(tmp_path):
+    from trainable.checkpoints import TRAINER_STATE
+    from trainable.train import LocalReporter
+
+    reporter = LocalReporter(tmp_path / "out")
+    for epoch, value in ((1, 0.5), (2, 0.2), (3, 0.3)):
+        d = tmp_path / f"c{epoch}"
+        d.mkdir()
+        for name in ("model.pth", TRAINER_STATE):
+            (d / name).write_bytes(b"x")
+        reporter({"epoch": epoch, "val_map50": value}, str(d))
+    ckpts = tmp_path / "out" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_0001", "epoch_0003"]  # best and latest
+    assert (ckpts / "epoch_0003" / TRAINER_STATE).is_file() and (ckpts / "epoch_0001" / "model.pth").is_file()
+    assert not (ckpts / "epoch_0001" / TRAINER_STATE).exists()

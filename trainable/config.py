@@ -1,12 +1,15 @@
 """A trial's hyperparameters (a plain dict) -> Detectron2 CfgNode.
 
 The schedule is given in epochs, as the course report did; one epoch = ceil(train images / batch size) iterations.
+`lr` is the learning rate of one image per batch: with `batch_size` B, Detectron2's BASE_LR is B x lr (the linear
+scaling rule, Goyal et al. 2017), so a space that searches the batch size compares schedules of equal reach.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import numbers
 from pathlib import Path
 
 from detectron2 import model_zoo
@@ -19,7 +22,7 @@ DEFAULTS: dict = {
     "norm": "auto",  # GN | FrozenBN | auto (GN for scratch, FrozenBN for model-zoo weights, a file's own config)
     "epochs": 120,
     "batch_size": 1,
-    "lr": 0.01,
+    "lr": 0.01,  # per image of a batch: BASE_LR = batch_size x lr
     "momentum": 0.9,
     "weight_decay": 1e-4,
     "warmup_epochs": 3.0,
@@ -93,6 +96,9 @@ def _check(hp: dict) -> None:
     for k in positive:
         if not (isinstance(hp[k], (int, float)) and hp[k] > 0):
             raise ConfigError(f"{k} must be a positive number, got {hp[k]!r}")
+    for k in ("batch_size", "seed"):
+        if isinstance(hp[k], bool) or not isinstance(hp[k], numbers.Integral) or hp[k] < 0:
+            raise ConfigError(f"{k} must be a whole number, got {hp[k]!r}")
     for k in ("hflip", "vflip", "brightness"):
         if not 0 <= hp[k] <= 1:
             raise ConfigError(f"{k} must be in [0, 1], got {hp[k]!r}")
@@ -148,8 +154,15 @@ def validate(hp: dict) -> dict:
     return hp
 
 
-def build_cfg(hp: dict, num_train_images: int, output_dir: str | Path = ".", device: str = "cpu") -> CfgNode:
-    """The Detectron2 config of one trial."""
+def build_cfg(
+    hp: dict,
+    num_train_images: int,
+    output_dir: str | Path = ".",
+    device: str = "cpu",
+    num_workers: int = 0,
+    amp: bool = False,
+) -> CfgNode:
+    """The Detectron2 config of one trial (`num_workers` loader processes; `amp`: Detectron2's AMPTrainer)."""
     hp = validate(hp)
     backbone = hp["backbone"]
     cfg = get_cfg()
@@ -202,7 +215,9 @@ def build_cfg(hp: dict, num_train_images: int, output_dir: str | Path = ".", dev
 
     sched = schedule(hp, num_train_images)
     cfg.SOLVER.IMS_PER_BATCH = int(hp["batch_size"])
-    cfg.SOLVER.BASE_LR = float(hp["lr"])
+    cfg.SOLVER.BASE_LR = float(hp["lr"]) * int(hp["batch_size"])
+    cfg.SOLVER.AMP.ENABLED = amp
+    cfg.DATALOADER.NUM_WORKERS = int(num_workers)
     cfg.SOLVER.MOMENTUM = float(hp["momentum"])
     cfg.SOLVER.WEIGHT_DECAY = float(hp["weight_decay"])
     cfg.SOLVER.MAX_ITER = sched["max_iter"]

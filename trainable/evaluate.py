@@ -69,6 +69,13 @@ def mask_ap(gt: COCO, results: list[dict]) -> dict[str, float]:
     }
 
 
+def fetch_count(kept: int) -> int:
+    """Detections to ask the model for when the best `kept` are wanted. Detectron2 caps its detections before
+    detector_postprocess drops empty boxes, so a cap of exactly `kept` could leave fewer than `kept`, and not the
+    best `kept` of the uncapped list; a margin of as many again keeps them exact unless half are empty."""
+    return 2 * kept
+
+
 def recall_ceiling(gt: COCO, max_dets: int = COURSE_MAX_DETS) -> dict:
     """Per image, the best recall possible with max_dets detections: min(1, max_dets / instances)."""
     return {i: min(1.0, max_dets / max(1, len(gt.getAnnIds(imgIds=[i])))) for i in gt.getImgIds()}
@@ -77,9 +84,11 @@ def recall_ceiling(gt: COCO, max_dets: int = COURSE_MAX_DETS) -> dict:
 class MaskAPEvaluator(DatasetEvaluator):
     """Detectron2 evaluator over a list of records: val_map50, val_map (+ val_map50_all, val_map_all if uncapped)."""
 
-    def __init__(self, records: list[dict], uncapped: bool = True):
+    def __init__(self, records: list[dict], uncapped: bool = True, max_dets: int | None = None):
+        """`max_dets`: keep each image's best `max_dets` detections (the model may give more, see fetch_count)."""
         self._gt = coco_ground_truth(records)
         self._uncapped = uncapped
+        self._max_dets = max_dets
         self._results: list[dict] = []
         self._detections = 0
 
@@ -94,6 +103,7 @@ class MaskAPEvaluator(DatasetEvaluator):
     def process(self, inputs, outputs) -> None:
         for inp, out in zip(inputs, outputs, strict=True):
             instances = out["instances"].to("cpu")
+            instances = instances[instances.scores.argsort(descending=True)[: self._max_dets]]
             self._detections += len(instances)
             for r in instances_to_coco_json(instances, inp["image_id"]):
                 r["category_id"] = 1

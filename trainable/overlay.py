@@ -18,17 +18,23 @@ def confident(detections: list[dict], min_score: float = 0.5) -> list[dict]:
 def draw(image_rgb: np.ndarray, rles: list[dict], alpha: float = 0.45, seed: int = 0) -> np.ndarray:
     """RGB uint8 image with every RLE mask filled in a random colour and outlined in white."""
     out = image_rgb.astype(np.float32).copy()
+    h, w = image_rgb.shape[:2]
     colors = np.random.default_rng(seed).uniform(40, 255, size=(max(1, len(rles)), 3))
-    edges = np.zeros(image_rgb.shape[:2], bool)
-    for rle, color in zip(rles, colors, strict=False):
-        m = mask_util.decode(rle).astype(bool)
-        out[m] = (1 - alpha) * out[m] + alpha * color
+    edges = np.zeros((h, w), bool)
+    boxes = mask_util.toBbox(rles).reshape(-1, 4) if rles else np.zeros((0, 4))
+    for rle, color, (bx, by, bw, bh) in zip(rles, colors, boxes, strict=False):
+        # Work in the mask's box plus one pixel (its outline needs the zero neighbours), not on the whole tile.
+        x0, y0 = max(0, int(bx) - 1), max(0, int(by) - 1)
+        x1, y1 = min(w, int(np.ceil(bx + bw)) + 1), min(h, int(np.ceil(by + bh)) + 1)
+        m = mask_util.decode(rle)[y0:y1, x0:x1].astype(bool)
+        region = out[y0:y1, x0:x1]
+        region[m] = (1 - alpha) * region[m] + alpha * color
         inner = m.copy()
         inner[1:, :] &= m[:-1, :]
         inner[:-1, :] &= m[1:, :]
         inner[:, 1:] &= m[:, :-1]
         inner[:, :-1] &= m[:, 1:]
-        edges |= m & ~inner
+        edges[y0:y1, x0:x1] |= m & ~inner
     out[edges] = 255
     return out.clip(0, 255).astype(np.uint8)
 

@@ -13,14 +13,22 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
 
 from trainable.config import ConfigError
+from trainable.evaluate import fetch_count
 
 
 class Predictor:
     """A trained Mask R-CNN from a checkpoint folder (model.pth + config.yaml), at native resolution."""
 
     def __init__(
-        self, checkpoint_dir: str | Path, device: str = "cpu", score_threshold: float | None = None, tta: bool = False
+        self,
+        checkpoint_dir: str | Path,
+        device: str = "cpu",
+        score_threshold: float | None = None,
+        tta: bool = False,
+        max_dets: int | None = None,
     ):
+        """`max_dets`: keep the N best detections per tile (None: the model's own TEST.DETECTIONS_PER_IMAGE); the model
+        then pastes and encodes N masks only, and the top N of a longer list are the same N."""
         ckpt = Path(checkpoint_dir)
         for name in ("model.pth", "config.yaml"):
             if not (ckpt / name).is_file():
@@ -31,6 +39,9 @@ class Predictor:
         cfg.MODEL.WEIGHTS = str(ckpt / "model.pth")
         if score_threshold is not None:
             cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_threshold
+        if max_dets is not None:
+            cfg.TEST.DETECTIONS_PER_IMAGE = fetch_count(max_dets)
+        self.max_dets = max_dets
         self.cfg = cfg
         self.model = build_model(cfg)
         try:
@@ -65,4 +76,4 @@ class Predictor:
         results = instances_to_coco_json(instances, image_id)
         for r in results:
             r["category_id"] = 1
-        return sorted(results, key=lambda r: -r["score"])
+        return sorted(results, key=lambda r: -r["score"])[: self.max_dets]

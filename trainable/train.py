@@ -29,17 +29,20 @@ from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
-from detectron2.engine import DefaultTrainer, HookBase, hooks
+from detectron2.data.samplers import TrainingSampler
+from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, hooks
 from detectron2.evaluation import inference_on_dataset
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter
 from detectron2.utils.logger import setup_logger
 
 from trainable import overlay
-from trainable.augment import NucleiTrainMapper, build_augmentations
+from trainable.augment import NucleiTrainMapper, build_augmentations, with_images
+from trainable.checkpoints import TRAINER_STATE, strip_trainer_state
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError, build_cfg, schedule, validate
 from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
-from trainable.evaluate import COURSE_MAX_DETS, MaskAPEvaluator
+from trainable.evaluate import COURSE_MAX_DETS, MaskAPEvaluator, fetch_count
 from trainable.files import read_document
 
 logger = logging.getLogger("nucleitune")
@@ -60,9 +63,16 @@ class Settings:
     # (the model pastes and encodes 100 full-tile masks, not 2000). Above 100, val_map50_all (uncapped) is reported too.
     val_detections: int = 100
     cache_dir: str | None = None  # annotation cache (default ~/.cache/nucleitune or $NUCLEITUNE_CACHE)
-    num_workers: int = 0  # data-loader processes
+    # Data-loader processes beside the trial's own. None: a sweep gives each trial its CPUs minus one (the trial's
+    # process is busy too), a trial run alone 0.
+    num_workers: int | None = None
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch CPU threads (default: torch's choice)
+    # CUDA only (on CPU, "auto" is off and fp16/bf16 are refused: Detectron2's AMPTrainer needs CUDA).
+    amp: str = "auto"  # mixed precision: auto (bf16 where the GPU has it, else fp16) | off | fp16 | bf16
+    cudnn_benchmark: bool = True  # cuDNN times its kernels once per input shape (training crops have one shape)
+    tf32: bool = True  # TF32 matmuls and convolutions on Ampere and newer GPUs
+    deterministic: bool = False  # deterministic CUDA kernels where torch has them (slower; docs/reproducibility.md)
 
     @classmethod
     def from_dict(cls, d: dict) -> Settings:
@@ -70,18 +80,55 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown setting(s): {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         s = cls(**d)
+        if isinstance(s.amp, bool):  # YAML reads `amp: off` / `on` as a boolean
+            s.amp = "auto" if s.amp else "off"
         if not (isinstance(s.eval_every, int) and s.eval_every >= 1):
             raise ConfigError(f"eval_every must be an integer >= 1, got {s.eval_every!r}")
         if not (isinstance(s.val_detections, int) and s.val_detections >= 1):
             raise ConfigError(f"val_detections must be an integer >= 1, got {s.val_detections!r}")
         if s.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {s.device!r}")
+        if s.num_workers is not None and not (isinstance(s.num_workers, int) and s.num_workers >= 0):
+            raise ConfigError(f"num_workers must be an integer >= 0, got {s.num_workers!r}")
+        if s.amp not in AMP_CHOICES:
+            raise ConfigError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {s.amp!r}")
+        for k in ("cudnn_benchmark", "tf32", "deterministic"):
+            if not isinstance(getattr(s, k), bool):
+                raise ConfigError(f"{k} must be true or false, got {getattr(s, k)!r}")
         return s
 
     def resolved_device(self) -> str:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
+
+    def amp_dtype(self, device: str) -> torch.dtype | None:
+        """The autocast dtype of training, or None for full precision."""
+        if self.amp == "off" or (self.amp == "auto" and device != "cuda"):
+            return None
+        if device != "cuda":
+            raise ConfigError(f"amp: {self.amp} needs a CUDA device (Detectron2's AMPTrainer); on {device} use off")
+        if self.amp == "fp16" or (self.amp == "auto" and not torch.cuda.is_bf16_supported()):
+            return torch.float16
+        if not torch.cuda.is_bf16_supported():
+            raise ConfigError("amp: bf16 is not supported by this GPU: use fp16 or auto")
+        return torch.bfloat16
+
+    def configure_torch(self, device: str) -> None:
+        """Process-wide torch switches of a trial: CPU threads, and on CUDA TF32, cuDNN autotuning, determinism."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if device != "cuda":
+            return
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark and not self.deterministic
+        torch.backends.cudnn.deterministic = self.deterministic
+        if self.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+            torch.use_deterministic_algorithms(True, warn_only=True)  # warns for ops without a deterministic kernel
+
+
+AMP_CHOICES = ("auto", "off", "fp16", "bf16")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -125,6 +172,19 @@ def prepare_data(settings: Settings) -> TrialData:
 # Trainer and its reporting hook
 
 
+def train_loader(cfg, hp: dict, records: list[dict]):
+    """Detectron2's train loader over the records, images decoded once per trial, augmented by NucleiTrainMapper;
+    the sampler's order, like everything random in a trial, follows cfg.SEED."""
+    records = with_images(records, cfg.INPUT.FORMAT)
+    return build_detection_train_loader(
+        dataset=records,
+        mapper=NucleiTrainMapper(build_augmentations(hp)),
+        sampler=TrainingSampler(len(records), seed=cfg.SEED),
+        total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+    )
+
+
 class NucleiTrainer(DefaultTrainer):
     """DefaultTrainer with the nuclei mapper, no file writers, and a hook that evaluates + reports per epoch."""
 
@@ -137,13 +197,18 @@ class NucleiTrainer(DefaultTrainer):
         eval_every: int,
         workdir: Path,
         val_detections: int = COURSE_MAX_DETS,
+        amp_dtype: torch.dtype | None = None,
     ):
         self.hp, self.data, self.report, self.eval_every, self.workdir = hp, data, report, eval_every, workdir
         self.val_detections = val_detections
-        super().__init__(cfg)
+        super().__init__(cfg)  # AMPTrainer when cfg.SOLVER.AMP.ENABLED (build_cfg sets it from amp_dtype)
+        if isinstance(self._trainer, AMPTrainer):
+            self._trainer.precision = amp_dtype
+            if amp_dtype == torch.bfloat16:  # bf16 has fp32's range: no loss scaling
+                self._trainer.grad_scaler = torch.amp.GradScaler("cuda", enabled=False)
 
     def build_train_loader(self, cfg):
-        return build_detection_train_loader(cfg, mapper=NucleiTrainMapper(build_augmentations(self.hp)))
+        return train_loader(cfg, self.hp, self.data.train)
 
     def build_hooks(self):
         ipe = schedule(self.hp, len(self.data.train))["iters_per_epoch"]
@@ -157,10 +222,12 @@ class NucleiTrainer(DefaultTrainer):
     def validate(self) -> dict:
         mapper = DatasetMapper(self.cfg, is_train=False, augmentations=[])
         loader = build_detection_test_loader(self.data.val, mapper=mapper)
-        evaluator = MaskAPEvaluator(self.data.val, uncapped=self.val_detections > COURSE_MAX_DETS)
-        # The top-k of the model's score-sorted detections is the top-k of a longer list: val_map50 is unchanged.
+        evaluator = MaskAPEvaluator(
+            self.data.val, uncapped=self.val_detections > COURSE_MAX_DETS, max_dets=self.val_detections
+        )
+        # The best k of the model's score-sorted detections are the best k of a longer list: val_map50 is unchanged.
         predictor = self.model.roi_heads.box_predictor
-        saved, predictor.test_topk_per_image = predictor.test_topk_per_image, self.val_detections
+        saved, predictor.test_topk_per_image = predictor.test_topk_per_image, fetch_count(self.val_detections)
         try:
             metrics = inference_on_dataset(self.model, loader, evaluator)
         finally:
@@ -169,9 +236,11 @@ class NucleiTrainer(DefaultTrainer):
         return metrics
 
     def save_checkpoint(self, state: dict) -> str:
-        """Full checkpoint (model, optimizer, scheduler, iteration) + config and state, in a fresh folder."""
+        """A checkpoint folder: model.pth (weights), trainer.pth (optimizer, scheduler, iteration: what resuming
+        needs, dropped from all but the latest checkpoint, see strip_trainer_state), config.yaml and state.json."""
         ckpt_dir = tempfile.mkdtemp(prefix="ckpt-", dir=self.workdir)
-        DetectionCheckpointer(self.model, ckpt_dir, **self.checkpointer.checkpointables).save("model")
+        DetectionCheckpointer(self.model, ckpt_dir).save("model")
+        torch.save({"trainer": self.state_dict()}, Path(ckpt_dir, TRAINER_STATE))
         Path(ckpt_dir, "config.yaml").write_text(self.cfg.dump())
         Path(ckpt_dir, "state.json").write_text(json.dumps({**state, "hparams": self.hp}, indent=1))
         first = self.data.val[0]
@@ -270,19 +339,35 @@ def run_trial(
     (with val_map50 = 0 so searchers learn the configuration is bad) and ends the trial.
     """
     _setup_logging()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
     hp = validate(hparams)
+    device = settings.resolved_device()
+    amp_dtype = settings.amp_dtype(device)
+    settings.configure_torch(device)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(settings)  # dataset errors surface here, before any model is built
-    cfg = build_cfg(hp, len(data.train), output_dir=workdir, device=settings.resolved_device())
-    trainer = NucleiTrainer(cfg, hp, data, report, settings.eval_every, workdir, settings.val_detections)
+    cfg = build_cfg(
+        hp,
+        len(data.train),
+        output_dir=workdir,
+        device=device,
+        num_workers=settings.num_workers or 0,
+        amp=amp_dtype is not None,
+    )
+    # Python, NumPy and torch from the trial's seed: model init, the sampler's order (cfg.SEED), the augmentations
+    # (loader workers are seeded from torch's generator by Detectron2's worker_init_reset_seed) and ROI sampling.
+    seed_all_rng(cfg.SEED)
+    trainer = NucleiTrainer(
+        cfg, hp, data, report, settings.eval_every, workdir, settings.val_detections, amp_dtype=amp_dtype
+    )
     if resume_from:
-        path = Path(resume_from) / "model.pth"
+        path, state = Path(resume_from) / "model.pth", Path(resume_from) / TRAINER_STATE
         if not path.is_file():
             raise ConfigError(f"checkpoint not found: {path}")
-        trainer.checkpointer.load(str(path))  # restores model, optimizer, scheduler and iteration
+        if not state.is_file():
+            raise ConfigError(f"{resume_from}: no {TRAINER_STATE}: only a trial's latest checkpoint can resume")
+        trainer.checkpointer.load(str(path))
+        trainer.load_state_dict(torch.load(state, map_location="cpu", weights_only=True)["trainer"])
         trainer.start_iter = trainer.iter + 1
         logger.info("resumed from %s at iteration %d", path, trainer.start_iter)
     else:
@@ -374,6 +459,7 @@ class LocalReporter:
         for old in self.ckpts.iterdir():
             if old not in (dest, self.best[1]):
                 shutil.rmtree(old, ignore_errors=True)
+        strip_trainer_state(list(self.ckpts.iterdir()), latest=dest)
 
     def latest(self) -> Path | None:
         dirs = sorted(self.ckpts.glob("epoch_*"))
