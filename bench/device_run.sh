@@ -10,9 +10,7 @@ tar -xJf .gpu/ray-slim.tar.xz -C /tmp/site || exit 1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/*.whl 2>&1 | tail -3
 export PYTHONPATH=/tmp/site:$PWD
 python3 bench/device_bundle.py unpack .gpu/nuclei.tar /tmp/nuclei || exit 1
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 2 > "$OUT/gpu_util.csv" 2>&1 &
 bash bench/gpu_sweep.sh /tmp/nuclei /tmp/gpu-results 2>&1 | tee "$OUT/gpu_sweep.log"
-kill %1 2>/dev/null
-cp /tmp/gpu-results/gpu-*/leaderboard.csv "$OUT/" 2>/dev/null
-tar -czf "$OUT/trials.tgz" -C /tmp/gpu-results --exclude='checkpoint_*' --exclude=cache --exclude=overlays . 2>/dev/null
+# The leaderboards, the GPU samples of each part and every trial's reports (no checkpoints) come back.
+tar -czf "$OUT/results.tgz" -C /tmp/gpu-results --exclude='checkpoint_*' --exclude=cache --exclude=overlays . 2>/dev/null
 ls -la "$OUT"
