@@ -1,6 +1,6 @@
 """Pack (part of) the course dataset into one small file for a machine that cannot read ../shared, and unpack it there.
 
-The GPU machines lent to this workplace receive at most 64 MiB per call and reach no network. The course layout (24
+A GPU machine without network that receives at most 64 MiB per call gets the data this way. The course layout (24
 tiles as PNG + 14,598 mask PNGs) does not fit beside the Python wheels, so the bundle holds the tiles as lossless WebP
 and the masks as COCO RLE (exact); `unpack` writes the course layout back and checks every tile's pixels against the
 SHA-256 recorded at packing time. Nothing is lossy.

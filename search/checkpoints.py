@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from search.space import METRIC
 from trainable.checkpoints import strip_trainer_state
+from trainable.metrics import METRIC
 
 
 def best_checkpoint(trial_dir: Path) -> Path | None:

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from search import outcome
 from search.checkpoints import best_checkpoint
-from search.run import SETTINGS_FILE, UsageError, check_name, latest_sweep
+from search.sweeps import UsageError, check_name, latest_sweep, read_settings
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
@@ -57,7 +58,7 @@ def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple
         if rows.empty:
             raise ExportError(f"{board_path}: no trial {trial!r} (trials: {', '.join(board['trial_id'])})")
     else:
-        rows = board[board["status"].isin(["finished", "stopped_early"]) & board["best_val_map50"].notna()]
+        rows = board[board["status"].isin(outcome.SCORED) & board["best_val_map50"].notna()]
         if rows.empty:
             raise ExportError(f"{board_path}: no finished trial to export")
         rows = rows.sort_values("best_val_map50", ascending=False)
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             folder, ckpt, row = pick_checkpoint(results, args.name, args.trial)
         data = args.data
         if data is None and folder is not None:
-            data = json.loads((folder / SETTINGS_FILE).read_text())["settings"]["data"]
+            data = read_settings(folder)["settings"]["data"]
         if data is None:
             raise UsageError("--data DIR is needed with --checkpoint")
         out = Path(args.out) if args.out else (folder or ckpt) / "submission" / "answer.json"

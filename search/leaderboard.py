@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.space import METRIC, Space
+from search import outcome
+from search.space import Space
+from trainable.metrics import METRIC, SCORE
 
 COLUMNS = [
     "trial_id",
@@ -29,10 +31,10 @@ def _first_line(text: str | None) -> str:
 
 
 def build(experiment_path: str | Path, space: Space) -> pd.DataFrame:
-    """Leaderboard rows, best first. status: finished | stopped_early | failed | error | unfinished."""
+    """Leaderboard rows, best score first; status and score as search.outcome defines them."""
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(str(experiment_path), default_metric=METRIC, default_mode="max")
+    analysis = ExperimentAnalysis(str(experiment_path), default_metric=SCORE, default_mode="max")
     gpus, cpus = space.resources.get("gpu", 0), space.resources.get("cpu", 1)
     rows = []
     for trial in analysis.trials:
@@ -42,19 +44,11 @@ def build(experiment_path: str | Path, space: Space) -> pd.DataFrame:
             hp = {}
         df = analysis.trial_dataframes.get(trial.trial_id)
         df = df if df is not None and len(df) else pd.DataFrame()
-        last = df.iloc[-1].to_dict() if len(df) else {}
-        failure = last.get("failure_reason") if isinstance(last.get("failure_reason"), str) else ""
-        if trial.status == "ERROR":
-            status, failure = "error", failure or _first_line(trial.error_file and _read(trial)) or "trial raised"
-        elif failure:
-            status = "failed"
-        elif trial.status == "TERMINATED":
-            status = "finished"
-        else:
-            status = "unfinished"
-        epochs_run = int(last.get("epoch", 0) or 0)
-        if status == "finished" and epochs_run < hp.get("epochs", 0):
-            status = "stopped_early"
+        last = {k: v for k, v in (df.iloc[-1].to_dict() if len(df) else {}).items() if v == v}  # NaN: not reported
+        status = outcome.status(trial.status, last)
+        failure = last.get("failure_reason", "")
+        if status == "error":
+            failure = failure or _first_line(trial.error_file and _read(trial)) or "trial raised"
         scored = df[df.get("diverged", pd.Series(0, index=df.index)).fillna(0) == 0] if len(df) else df
         best = scored.loc[scored[METRIC].idxmax()] if len(scored) and METRIC in scored else None
         wall = float(last.get("time_total_s", 0.0) or 0.0)
@@ -62,9 +56,9 @@ def build(experiment_path: str | Path, space: Space) -> pd.DataFrame:
             {
                 "trial_id": trial.trial_id,
                 "status": status,
-                "best_val_map50": float(best[METRIC]) if best is not None else float("nan"),
-                "best_epoch": int(best["epoch"]) if best is not None else None,
-                "epochs_run": epochs_run,
+                "best_val_map50": outcome.score(last),
+                "best_epoch": int(best["epoch"]) if best is not None and status != "failed" else None,
+                "epochs_run": int(last.get("epoch", 0) or 0),
                 "epochs": hp.get("epochs"),
                 "stopped_early": status == "stopped_early",
                 "wall_s": round(wall, 1),
@@ -106,7 +100,7 @@ def summary(table: pd.DataFrame, space: Space, wall_s: float) -> str:
         f"sweep wall time {wall_s:.0f} s; trials' own time {table['wall_s'].sum():.0f} s; "
         f"{table['device_hours'].sum():.3f} {unit}",
     ]
-    ok = table[table["status"].isin(["finished", "stopped_early"])] if len(table) else table
+    ok = table[table["status"].isin(outcome.SCORED)] if len(table) else table
     if len(ok):
         b = ok.iloc[0]
         searched = set(space.params) | ({"decay_epochs"} if "decay" in space.params else set())

@@ -14,8 +14,7 @@ import pandas as pd  # noqa: E402
 
 from search.leaderboard import trial_reports  # noqa: E402
 from search.space import Space  # noqa: E402
-
-LOSSES = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc")
+from trainable.metrics import LOSS_KEYS  # noqa: E402
 
 
 def learning_curve(trial_dir: Path, out: Path) -> Path:
@@ -23,7 +22,7 @@ def learning_curve(trial_dir: Path, out: Path) -> Path:
     rows = trial_reports(trial_dir)
     df = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch") if rows else pd.DataFrame()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in LOSSES:
+    for key in LOSS_KEYS:
         if key in df:
             ax1.plot(df["epoch"], df[key], marker=".", label=key, linewidth=2 if key == "total_loss" else 1)
     ax1.set(xlabel="epoch", ylabel="training loss (mean over the epochs since the last report)", title="losses")

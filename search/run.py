@@ -9,7 +9,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,14 +24,14 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
-from search import leaderboard  # noqa: E402
-from search.space import METRIC, MODE, Space, SpaceError, check_choices, describe, load_space  # noqa: E402
-from trainable.cli import OneLineParser
+from search import leaderboard, outcome, preflight  # noqa: E402
+from search.space import Space, SpaceError, check_choices, describe, load_space  # noqa: E402
+from search.sweeps import SETTINGS_FILE, SPACE_COPY, UsageError, check_name, latest_sweep, read_settings  # noqa: E402
+from trainable.cli import OneLineParser  # noqa: E402
 from trainable.config import ConfigError  # noqa: E402
 from trainable.data import DatasetError, Split, load_train_records  # noqa: E402
+from trainable.metrics import METRIC, SCORE  # noqa: E402
 from trainable.train import Settings  # noqa: E402
-
-SPACE_COPY, SETTINGS_FILE = "space.yaml", "sweep.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,25 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (fractions share a GPU, e.g. 0.5)")
     p.add_argument("--address", help="Ray cluster to join: 'auto' or host:port (default: start a local Ray)")
     p.add_argument("--searcher", help="optuna (TPE), random or grid")
-    p.add_argument("--scheduler", help="asha (early stopping on epoch) or fifo (none)")
+    p.add_argument("--scheduler", help="asha (early stopping at fractions of each trial's schedule) or fifo (none)")
     p.add_argument("--seed", type=int, help="searcher seed")
     p.add_argument(
         "--time-budget-s",
         type=float,
-        help="stop the sweep after this many seconds (running trials end unfinished; their checkpoints stay)",
+        help="stop the sweep after this many seconds, as Ctrl-C does: trials still running or waiting stay "
+        "unfinished with their checkpoints, and --resume continues them (a new budget applies to the resumed run)",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (--name, default latest)")
     p.add_argument(
         "--mlflow-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI"),
         help="MLflow tracking URI, e.g. http://host:5000 for a cluster (default: $MLFLOW_TRACKING_URI, else "
-        "sqlite:///RESULTS/mlflow.db); 'off' disables MLflow",
+        "sqlite:///RESULTS/mlflow.db; with --resume: the sweep's own); 'off' disables MLflow",
     )
     return p
-
-
-class UsageError(ValueError):
-    pass
 
 
 def _positive(name: str, v: float | None, allow_zero: bool = False) -> None:
@@ -90,7 +88,7 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
         if not (folder / SPACE_COPY).is_file():
             raise UsageError(f"{folder}: no sweep to resume (missing {SPACE_COPY})")
         space = load_space(folder / SPACE_COPY)
-        saved = json.loads((folder / SETTINGS_FILE).read_text())
+        saved = read_settings(folder)
         for k, v in saved["overrides"].items():
             setattr(space, k, v)
         return space, Settings.from_dict(saved["settings"]), folder
@@ -111,11 +109,15 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
     if "data" not in sdict:
         raise UsageError(f"{args.space}: settings.data is not set: give --data DIR")
     sdict["data"] = str(Path(sdict["data"]).expanduser().resolve())
+    if not Path(sdict["data"]).is_dir():
+        given = "--data" if args.data else f"settings.data of {args.space}"
+        raise UsageError(f"{sdict['data']}: dataset folder not found ({given}; give --data DIR, README: Data)")
     try:
         settings = Settings.from_dict(sdict)
     except (ConfigError, TypeError) as e:
         raise SpaceError(f"{args.space}: settings: {e}") from None
     fit_to_resources(settings, space, args.space)
+    settings.report_at = space.rungs()  # trials report at ASHA's rungs, whatever their eval_every
     name = check_name(args.name) or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = results / name
     if folder.exists():
@@ -138,20 +140,6 @@ def fit_to_resources(settings: Settings, space: Space, path: str) -> None:
         raise SpaceError(f"{path}: settings.amp: {settings.amp} needs a GPU per trial (resources.gpu); use auto or off")
 
 
-def check_name(name: str | None) -> str | None:
-    """--name is a folder directly under --results (no path: nothing is read or written outside the results tree)."""
-    if name is not None and (not name or Path(name).name != name or name in (".", "..")):
-        raise UsageError(f"--name must be a plain folder name under --results, got {name!r}")
-    return name
-
-
-def latest_sweep(results: Path) -> str:
-    sweeps = sorted((p for p in results.glob(f"*/{SPACE_COPY}")), key=lambda p: p.stat().st_mtime)
-    if not sweeps:
-        raise UsageError(f"{results}: no sweep found")
-    return sweeps[-1].parent.name
-
-
 def check_data(settings: Settings) -> int:
     """Read (and cache) the dataset once on the driver: dataset errors stop the sweep before Ray starts.
 
@@ -169,75 +157,72 @@ def sweep_trial(config: dict, space: Space, settings: dict) -> None:
     tune_trial(space.hparams(config), settings)
 
 
-def build_tuner(
-    space: Space, settings: Settings, folder: Path, resume: bool, callbacks: list, time_budget_s: float | None = None
-):
-    from optuna.samplers import TPESampler
+def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, callbacks: list):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
-    from ray.tune.search.optuna import OptunaSearch
 
     from search.checkpoints import TrainerStatePruner
+    from search.searchers import build_scheduler, build_search
 
     trainable = tune.with_resources(
         tune.with_parameters(sweep_trial, space=space, settings=settings.__dict__),
         {"cpu": space.resources["cpu"], "gpu": space.resources["gpu"]},
     )
+    callbacks = [*callbacks, TrainerStatePruner()]  # the best checkpoint keeps weights, not optimizer state
     if resume:
-        return tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=False)
-
-    param_space: dict = {}
-    if space.searcher == "optuna":
-        search_alg = OptunaSearch(
-            space.define_by_run,
-            metric=METRIC,
-            mode=MODE,
-            sampler=TPESampler(seed=space.seed),
-            points_to_evaluate=space.points_to_evaluate or None,
-        )
-        num_samples = space.num_samples
-    else:
-        param_space = space.param_space()
-        search_alg = BasicVariantGenerator(points_to_evaluate=space.points_to_evaluate or None, random_state=space.seed)
-        num_samples = 1 if space.searcher == "grid" else space.num_samples
-    if space.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=space.max_epochs(), **space.asha)
-    else:
-        scheduler = FIFOScheduler()
+        tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=False)
+        # Ray restores the first launch's RunConfig, callbacks included; this launch's replace them (MLflow may have
+        # been off or unreachable then). Ray offers no public setter.
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+        return tuner
+    search_alg, param_space, num_samples = build_search(space)
     reporter = tune.CLIReporter(
         parameter_columns=list(param_space or _searched_names(space)),
-        metric_columns=["epoch", METRIC, "total_loss"],
+        metric_columns=["epoch", METRIC, SCORE, "total_loss"],
         max_report_frequency=30,
-        sort_by_metric=False,  # Ray's sort fails on trials stopped before their first report (time budget)
+        sort_by_metric=False,  # Ray's sort fails on trials stopped before their first report
     )
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode=MODE,
+            metric=SCORE,
+            mode="max",
             search_alg=search_alg,
-            scheduler=scheduler,
+            scheduler=build_scheduler(space),
             num_samples=num_samples,
             max_concurrent_trials=space.max_concurrent,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
             trial_name_creator=lambda t: t.trial_id,
-            time_budget_s=time_budget_s,
         ),
         run_config=tune.RunConfig(
             name=folder.name,
             storage_path=str(folder.parent),
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
-            ),  # the best checkpoint; Ray always keeps the latest too
+                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"
+            ),  # the checkpoint of the best report; Ray always keeps the latest too
             failure_config=tune.FailureConfig(max_failures=space.max_failures),
             sync_config=tune.SyncConfig(sync_artifacts=True),  # trial.log from each trial's working folder
             progress_reporter=reporter,
-            callbacks=[*callbacks, TrainerStatePruner()],  # the best checkpoint keeps weights, not optimizer state
+            callbacks=callbacks,
             verbose=1,
         ),
     )
+
+
+def interrupt_after(seconds: float) -> threading.Timer:
+    """Stop Ray Tune after `seconds` the way Ctrl-C does (SIGUSR1, which Ray Tune handles alike): it saves the
+    experiment with unfinished trials as they are, so that --resume continues them. (Ray's own time_budget_s marks
+    them TERMINATED, which resuming skips.)"""
+
+    def fire() -> None:
+        while signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # Ray Tune's handler not installed yet
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _searched_names(space: Space) -> list[str]:
@@ -248,7 +233,7 @@ def _searched_names(space: Space) -> list[str]:
     )
 
 
-def start_ray(address: str | None, folder: Path) -> None:
+def start_ray(address: str | None) -> None:
     import ray
 
     if address:
@@ -263,15 +248,39 @@ def start_ray(address: str | None, folder: Path) -> None:
         )
 
 
+def save_sweep(args, space: Space, settings: Settings, folder: Path) -> None:
+    """A new sweep's folder: the space file and sweep.json (resolved settings, CLI overrides, MLflow); on --resume,
+    a new --mlflow-uri replaces the saved one."""
+    if args.resume:
+        saved = read_settings(folder)
+        if args.mlflow_uri and args.mlflow_uri != saved.get("mlflow_uri"):
+            saved.update(mlflow_uri=args.mlflow_uri, mlflow_parent_run_id=None)
+            (folder / SETTINGS_FILE).write_text(json.dumps(saved, indent=1))
+        return
+    folder.mkdir(parents=True)
+    shutil.copyfile(args.space, folder / SPACE_COPY)
+    overrides = {k: getattr(space, k) for k in ("searcher", "scheduler", "num_samples", "max_concurrent", "seed")}
+    overrides["resources"] = space.resources
+    uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder.parent / 'mlflow.db'}"
+    sweep = {
+        "settings": settings.__dict__,
+        "overrides": overrides,
+        "address": args.address,
+        "space": str(Path(args.space).resolve()),
+        "mlflow_uri": uri,
+    }
+    (folder / SETTINGS_FILE).write_text(json.dumps(sweep, indent=1))
+
+
 def start_tracking(args, space: Space, settings: Settings, folder: Path, num_train: int):
-    """(tracker, parent run id, callbacks); MLflow off or unreachable -> no callbacks, the sweep goes on."""
+    """The MLflow callback of the sweep, or None when MLflow is off or unreachable (the sweep goes on)."""
     from search import tracking
     from trainable.data import dataset_fingerprint
 
-    saved = json.loads((folder / SETTINGS_FILE).read_text())
+    saved = read_settings(folder)
     uri = saved.get("mlflow_uri")
     if uri == "off":
-        return None, None, []
+        return None
     tracker = tracking.Tracker(uri, artifact_root=folder.parent / "mlartifacts" if uri.startswith("sqlite") else None)
     parent = saved.get("mlflow_parent_run_id")
     if parent is None:
@@ -279,54 +288,68 @@ def start_tracking(args, space: Space, settings: Settings, folder: Path, num_tra
             "data_fingerprint": dataset_fingerprint(settings.data),
             "git_commit": tracking.git_commit(),
             "ray_address": args.address or "local",
-            "space": str(Path(args.space).resolve()),
+            "space": saved.get("space", str(folder / SPACE_COPY)),
         }
         parent = tracker.start_parent(folder.name, tags, [folder / SPACE_COPY, folder / SETTINGS_FILE])
         if parent is None:
-            return tracker, None, []
+            return None
         saved["mlflow_parent_run_id"] = parent
         (folder / SETTINGS_FILE).write_text(json.dumps(saved, indent=1))
     else:
         tracker.safe("reopening the sweep's run", tracker.client.update_run, parent, "RUNNING")
     print(f"mlflow: {uri} (sweep run {parent})", flush=True)
-    return tracker, parent, [tracking.MLflowCallback(tracker, parent, space, num_train)]
+    return tracking.MLflowCallback(tracker, parent, space, num_train, folder)
+
+
+def preflight_checks(args, space: Space, settings: Settings, folder: Path) -> int:
+    """Everything that can be known wrong before Ray starts; returns the number of training images."""
+    source = args.space or folder / SPACE_COPY
+    num_train = check_data(settings)
+    preflight.warn_test_index(settings.data)
+    if args.address:
+        preflight.probe_address(args.address)
+    else:
+        preflight.check_machine(space, source)
+    preflight.fetch_weights(space, source)
+    return num_train
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         space, settings, folder = resolve(args)
-        num_train = check_data(settings)
+        num_train = preflight_checks(args, space, settings, folder)
     except (SpaceError, UsageError, ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not args.resume:
-        folder.mkdir(parents=True)
-        shutil.copyfile(args.space, folder / SPACE_COPY)
-        overrides = {k: getattr(space, k) for k in ("searcher", "scheduler", "num_samples", "max_concurrent", "seed")}
-        overrides["resources"] = space.resources
-        sweep = {
-            "settings": settings.__dict__,
-            "overrides": overrides,
-            "address": args.address,
-            "mlflow_uri": args.mlflow_uri or f"sqlite:///{folder.parent / 'mlflow.db'}",
-        }
-        (folder / SETTINGS_FILE).write_text(json.dumps(sweep, indent=1))
-    print(f"sweep {folder.name}: {space.num_samples} trial(s), searcher {space.searcher}, scheduler {space.scheduler}")
-    print(describe(space), flush=True)
-    tracker, parent, callbacks = start_tracking(args, space, settings, folder, num_train)
 
     import ray
 
-    start = time.perf_counter()
-    start_ray(args.address, folder)
+    try:
+        start_ray(args.address)
+    except Exception as e:  # noqa: BLE001 - refused, wrong token, not a Ray port...: nothing written yet
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        print(f"error: {'--address ' + args.address if args.address else 'local Ray'}: {reason}", file=sys.stderr)
+        return 2
     fit_error = None
     try:
-        tuner = build_tuner(space, settings, folder, args.resume, callbacks, time_budget_s=args.time_budget_s)
+        save_sweep(args, space, settings, folder)
+        print(
+            f"sweep {folder.name}: {space.trial_count()} trial(s), searcher {space.searcher}, "
+            f"scheduler {space.scheduler}"
+        )
+        print(describe(space), flush=True)
+        mlflow_callback = start_tracking(args, space, settings, folder, num_train)
+        start = time.perf_counter()
+        tuner = build_tuner(space, settings, folder, args.resume, [mlflow_callback] if mlflow_callback else [])
+        timer = interrupt_after(args.time_budget_s) if args.time_budget_s else None
         try:
             tuner.fit()
         except Exception as e:  # a failure of Ray Tune itself: the trials' results on disk still make a leaderboard
             fit_error = f"{type(e).__name__}: {e}"
+        finally:
+            if timer:
+                timer.cancel()
         wall = time.perf_counter() - start
         table = leaderboard.build(folder, space)
     finally:
@@ -336,25 +359,27 @@ def main(argv: list[str] | None = None) -> int:
     print(leaderboard.summary(table, space, wall))
     if fit_error:
         print(f"error: Ray Tune stopped with {fit_error}", file=sys.stderr)
-    expected = len(table) if space.searcher == "grid" else space.num_samples
-    ended = table["status"].isin(["finished", "stopped_early", "failed", "error"]).sum() if len(table) else 0
-    if parent:
+    expected = space.trial_count()
+    ended = table["status"].isin(outcome.ENDED).sum() if len(table) else 0
+    complete = ended >= expected and not (table["status"] == "unfinished").any()
+    if mlflow_callback:
         from search import tracking
 
-        tracking.close_sweep(tracker, parent, folder, space, complete=ended >= expected)
-        if tracker.failures:
+        tracking.close_sweep(mlflow_callback, folder, space, table, complete=complete)
+        if mlflow_callback.tracker.failures:
             print(
-                f"warning: {tracker.failures} MLflow call(s) failed; Ray's results in {folder} hold every metric",
+                f"warning: {mlflow_callback.tracker.failures} MLflow call(s) failed; Ray's results in {folder} hold "
+                "every metric",
                 file=sys.stderr,
             )
-    if ended < expected:
+    if not complete:
         print(
             f"error: sweep interrupted: {ended} of {expected} trials ended; continue with "
-            f"python -m search.run --resume --name {folder.name}",
+            f"python -m search.run --resume --name {folder.name} --results {folder.parent}",
             file=sys.stderr,
         )
         return 1
-    if not table["status"].isin(["finished", "stopped_early"]).any():
+    if not table["status"].isin(outcome.SCORED).any():
         reasons = "; ".join(f"{r.trial_id}: {r.failure_reason}" for r in table.itertuples())
         print(f"error: no trial finished ({reasons})", file=sys.stderr)
         return 1

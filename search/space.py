@@ -6,6 +6,8 @@ before Ray starts.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,6 @@ TOP_KEYS = {
     "params": dict,
     "points_to_evaluate": list,
 }
-METRIC, MODE = "val_map50", "max"
 
 
 class SpaceError(ValueError):
@@ -70,17 +71,38 @@ class Space:
     seed: int = 0
     trial_seeds: str = "shared"
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
-    asha: dict[str, int] = field(default_factory=lambda: {"grace_period": 1, "reduction_factor": 3})
+    # ASHA's rungs are fractions of each trial's own schedule (trainable.metrics.PROGRESS), not epochs: a 100- and a
+    # 200-epoch trial are compared at the same point of their LR schedules (spaces/README.md, "Early stopping").
+    asha: dict[str, float] = field(default_factory=lambda: {"grace_period": 0.1, "reduction_factor": 3})
     max_failures: int = 2
     points_to_evaluate: list[dict] = field(default_factory=list)
     description: str = ""
 
     # -----------------------------------------------------------------------------------------------------------
-    def max_epochs(self) -> int:
+    def epochs_values(self) -> list:
+        """Every value of `epochs` a trial of this space can have."""
         p = self.params.get("epochs")
         if p is None:
-            return int(self.fixed.get("epochs", DEFAULTS["epochs"]))
-        return int(max(p.values) if p.kind == "choice" else p.high)
+            return [self.fixed.get("epochs", DEFAULTS["epochs"])]
+        if p.kind == "choice":
+            return list(p.values)
+        if p.kind == "int":
+            return list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
+        return [p.low, p.high]
+
+    def trial_count(self) -> int:
+        """How many trials the sweep runs: num_samples, or for grid every combination plus each point."""
+        if self.searcher != "grid":
+            return self.num_samples
+        return math.prod(len(p.values) for p in self.params.values()) + len(self.points_to_evaluate)
+
+    def rungs(self) -> list[float]:
+        """ASHA's rungs below the end of the schedule, as Ray's ASHAScheduler computes them (max_t = 1.0)."""
+        if self.scheduler != "asha":
+            return []
+        g, rf = self.asha["grace_period"], self.asha["reduction_factor"]
+        count = int(math.log(1.0 / g) / math.log(rf) + 1)
+        return [r for r in (g * rf**k for k in range(count)) if r < 1.0]
 
     def hparams(self, config: dict) -> dict:
         """A trial's full hyperparameters: defaults, fixed values and searched ones (milestones -> decay_epochs), and
@@ -91,14 +113,14 @@ class Space:
                 hp[name] = config[name]
         if self.trial_seeds == "per_trial":
             hp["seed"] = int(config["seed"])
-        epochs = hp.get("epochs", DEFAULTS["epochs"])
+        hp = with_defaults(hp)
         for name, p in self.params.items():
             if p.kind == "milestones":
                 n = int(config.get(f"{name}_count", p.count[0]))
                 fractions = sorted(config[f"{name}_{i}"] for i in range(1, n + 1))
-                # Fractions that round to the same epoch give one decay there (schedulers need increasing steps).
-                hp["decay_epochs"] = sorted({max(1, round(f * epochs)) for f in fractions})
-        return with_defaults(hp)
+                hp["decay_epochs"] = [max(1, round(f * hp["epochs"])) for f in fractions]
+        hp["decay_epochs"] = decays_that_happen(hp["decay_epochs"], hp["epochs"])
+        return hp
 
     def trial_seed(self, number: int) -> int:
         """The seed of the sweep's trial number `number` (0, 1, ...) under `trial_seeds: per_trial`."""
@@ -156,6 +178,12 @@ class Space:
             else:
                 out[name] = point[name]
         return out
+
+
+def decays_that_happen(decay_epochs: list, epochs: float) -> list:
+    """The decays a trial of `epochs` epochs makes: inside (0, epochs), one per epoch (schedulers need increasing
+    steps). A decay at or after the last epoch never happens, so it is neither run nor recorded."""
+    return sorted({d for d in decay_epochs if 0 < d < epochs})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -285,8 +313,8 @@ def load_space(path: str | Path) -> Space:
     if space.num_samples < 1 or space.max_concurrent < 1 or space.max_failures < 0:
         raise _err(path, "num_samples", "num_samples and max_concurrent must be >= 1, max_failures >= 0")
     space.resources = _resources(path, doc.get("resources", {"cpu": 1, "gpu": 0}))
-    space.asha = _asha(path, doc.get("asha", {}), space.max_epochs())
-    _check_fixed(path, space)
+    space.asha = _asha(path, doc.get("asha", {}))
+    _check_corners(path, space)
     space.points_to_evaluate = [_point(path, i, pt, space) for i, pt in enumerate(doc.get("points_to_evaluate", []))]
     return space
 
@@ -312,32 +340,86 @@ def _resources(path: Path, r: dict) -> dict[str, float]:
     return out
 
 
-def _asha(path: Path, a: dict, max_epochs: int) -> dict[str, int]:
+def _asha(path: Path, a: dict) -> dict[str, float]:
     unknown = set(a) - {"grace_period", "reduction_factor"}
     if unknown:
         raise _err(path, "asha", f"unknown key(s) {sorted(unknown)}; use grace_period and reduction_factor")
-    out = {"grace_period": a.get("grace_period", 1), "reduction_factor": a.get("reduction_factor", 3)}
+    out = {"grace_period": a.get("grace_period", 0.1), "reduction_factor": a.get("reduction_factor", 3)}
     g, rf = out["grace_period"], out["reduction_factor"]
-    if not isinstance(g, int) or not 1 <= g <= max_epochs:
-        raise _err(path, "asha.grace_period", f"expected an integer in [1, {max_epochs}] (epochs), got {g!r}")
-    if not isinstance(rf, (int, float)) or rf < 2:
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g < 1:
+        raise _err(
+            path,
+            "asha.grace_period",
+            f"expected a fraction of each trial's schedule in (0, 1) (the first rung; e.g. 0.1), got {g!r}",
+        )
+    if isinstance(rf, bool) or not isinstance(rf, (int, float)) or rf < 2:
         raise _err(path, "asha.reduction_factor", f"expected a number >= 2, got {rf!r}")
     return out
 
 
-def _check_fixed(path: Path, space: Space) -> None:
-    """Every corner of the space must make a valid trial config (cheap checks, no data or model)."""
+def corners(space: Space, limit: int = 4096) -> list[dict]:
+    """Configs at the corners of the space: every choice, each range's ends, the fewest decays at the earliest
+    fraction and the most at the latest (at most `limit`). Cross-parameter problems show at a corner."""
+    axes = []
+    for name, p in space.params.items():
+        if p.kind == "choice":
+            axes.append([{name: v} for v in p.values])
+        elif p.kind == "int":
+            axes.append([{name: int(p.low)}, {name: int(p.high)}])
+        elif p.kind in ("uniform", "loguniform"):
+            axes.append([{name: p.low}, {name: p.high}])
+        elif p.kind == "milestones":
+            axes.append(
+                [
+                    {f"{name}_count": n, **{f"{name}_{i}": f for i in range(1, n + 1)}}
+                    for n, f in ((p.count[0], p.low), (p.count[1], p.high))
+                ]
+            )
+    combos = itertools.islice(itertools.product(*axes), limit)
+    configs = [{k: v for part in combo for k, v in part.items()} for combo in combos]
+    if space.trial_seeds == "per_trial":
+        configs = [{**c, "seed": 0} for c in configs]
+    return configs
+
+
+def _check_corners(path: Path, space: Space) -> None:
+    """Refuse, before Ray starts, what could only fail in a trial: every corner must make a valid trial config, and
+    searched decays must be able to happen (cheap checks: no data, no model, no download)."""
     for name in space.fixed:
         if name not in DEFAULTS:
             raise _err(path, f"fixed.{name}", f"unknown hyperparameter; known: {sorted(DEFAULTS)}")
-    backbones = space.params["backbone"].values if "backbone" in space.params else [None]
-    for b in backbones:
-        hp = {**space.fixed, **({"backbone": b} if b else {})}
+    p = space.params.get("warmup_epochs")
+    if p is None:
+        warmup_max = space.fixed.get("warmup_epochs", DEFAULTS["warmup_epochs"])
+    else:
+        warmup_max = max(p.values) if p.kind == "choice" else p.high
+    epochs_min = min(space.epochs_values())
+    if warmup_max > epochs_min:
+        raise _err(
+            path,
+            "params.warmup_epochs" if p else "warmup_epochs",
+            f"up to {warmup_max:g} warm-up epochs, but a trial can have as few as {epochs_min:g} epochs",
+        )
+    failures = []
+    for config in corners(space):
         try:
-            validate(hp)
+            validate(space.hparams(config))
         except ConfigError as e:
-            key = "fixed" if b is None else f"fixed (with backbone {b})"
-            raise _err(path, key, str(e)) from None
+            failures.append((config, str(e)))
+    if failures:
+        config, message = failures[0]
+        searched = {k: v for k, v in config.items() if k in space.params}
+        # A problem of the fixed values shows at every corner; one that needs searched values, with them.
+        every = len(failures) == len(corners(space)) and len({m for _, m in failures}) == 1
+        raise _err(path, "fixed" if every or not searched else f"fixed (with {searched})", message)
+    d = space.params.get("decay")
+    if d is not None and all(max(1, round(d.low * e)) >= e for e in space.epochs_values()):
+        raise _err(
+            path,
+            "params.decay",
+            f"fractions [{d.low}, {d.high}] of {sorted(space.epochs_values())} epochs never fall before the last "
+            "epoch: no trial would decay its learning rate",
+        )
 
 
 def _point(path: Path, i: int, point: Any, space: Space) -> dict:

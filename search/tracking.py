@@ -17,27 +17,14 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from search import outcome
 from search.checkpoints import best_checkpoint
+from search.leaderboard import trial_reports
 from search.space import Space
+from trainable.metrics import METRIC, METRIC_KEYS
 
 EXPERIMENT = "nucleitune"
 TAG_SWEEP, TAG_TRIAL = "nucleitune.sweep", "nucleitune.trial_id"
-METRIC_KEYS = (
-    "total_loss",
-    "loss_cls",
-    "loss_box_reg",
-    "loss_mask",
-    "loss_rpn_cls",
-    "loss_rpn_loc",
-    "lr",
-    "sec_per_iter",
-    "val_map50",
-    "val_map50_all",
-    "val_map",
-    "val_map_all",
-    "val_detections_per_image",
-    "val_seconds",
-)
 
 
 def git_commit() -> str:
@@ -108,7 +95,7 @@ class Tracker:
         return self.safe("creating the sweep's run", _start)
 
     def child_run(self, parent: str, trial_id: str, params: dict) -> str | None:
-        """The trial's run: found by tag if it exists (restarted trial), else created with its params."""
+        """The trial's run: found by tag if it exists (restarted trial: running again), else created with its params."""
 
         def _get():
             found = self.client.search_runs(
@@ -134,6 +121,11 @@ class Tracker:
 
         return self.safe("creating a trial's run", _get)
 
+    def last_step(self, run_id: str) -> int:
+        """The last epoch the run holds metrics for (0 if none)."""
+        history = self.safe("reading a run's metrics", self.client.get_metric_history, run_id, METRIC) or []
+        return max((m.step for m in history), default=0)
+
     def log_metrics(self, run_id: str, result: dict) -> None:
         from mlflow.entities import Metric
 
@@ -147,62 +139,77 @@ class Tracker:
 
 
 class MLflowCallback(Callback):
-    """Ray Tune driver callback: child runs, per-epoch metrics, final status and artifacts per trial."""
+    """Ray Tune driver callback: child runs, per-epoch metrics, final status and artifacts per trial.
 
-    def __init__(self, tracker: Tracker, parent_run_id: str, space: Space, num_train_images: int):
+    A run gets each epoch once: when it is first attached in this process, it takes the reports of Ray's result.json
+    that it lacks (a sweep first run with MLflow off or down, a driver that died), and later a report of an epoch
+    it already holds (a trial restarted from an earlier checkpoint runs that epoch again) is not logged twice."""
+
+    def __init__(self, tracker: Tracker, parent_run_id: str, space: Space, num_train_images: int, folder: Path):
         self.tracker, self.parent, self.space, self.num_train = tracker, parent_run_id, space, num_train_images
+        self.folder = folder
         self.runs: dict[str, str] = {}
+        self.logged: dict[str, int] = {}  # trial id -> last epoch its run holds
 
-    def _run(self, trial) -> str | None:
-        if trial.trial_id not in self.runs:
-            run_id = self.tracker.child_run(self.parent, trial.trial_id, self.space.hparams(trial.config))
+    def attach(self, trial_id: str, config: dict) -> str | None:
+        if trial_id not in self.runs:
+            run_id = self.tracker.child_run(self.parent, trial_id, self.space.hparams(config))
             if run_id is None:
                 return None
-            self.runs[trial.trial_id] = run_id
-        return self.runs[trial.trial_id]
+            self.runs[trial_id], self.logged[trial_id] = run_id, self.tracker.last_step(run_id)
+            for result in trial_reports(self.folder / f"trial_{trial_id}"):
+                self.log(trial_id, result)
+        return self.runs[trial_id]
+
+    def log(self, trial_id: str, result: dict) -> None:
+        step = int(result.get("epoch", 0))
+        if step > self.logged[trial_id]:
+            self.tracker.log_metrics(self.runs[trial_id], result)
+            self.logged[trial_id] = step
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run(trial)
+        self.attach(trial.trial_id, trial.config)
 
     def on_trial_restore(self, iteration, trials, trial, **info):
-        self._run(trial)
+        self.attach(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self._run(trial)
-        if run_id:
-            self.tracker.log_metrics(run_id, result)
+        if self.attach(trial.trial_id, trial.config):
+            self.log(trial.trial_id, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._close(trial, error=None)
+        last = trial.last_result or {}
+        self.close(trial.trial_id, trial.config, outcome.status("TERMINATED", last), last=last)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = ""
-        if trial.storage:
-            p = Path(trial.storage.trial_fs_path, "error.txt")
-            error = p.read_text().strip().splitlines()[-1] if p.is_file() else ""
-        self._close(trial, error=error or "trial raised an exception")
+        p = Path(self.folder / f"trial_{trial.trial_id}" / "error.txt")
+        error = p.read_text().strip().splitlines()[-1] if p.is_file() else ""
+        self.close(trial.trial_id, trial.config, "error", error or "trial raised an exception")
 
-    def _close(self, trial, error: str | None) -> None:
-        run_id = self._run(trial)
+    def close(self, trial_id: str, config: dict, status: str, reason: str = "", last: dict | None = None) -> None:
+        """Status (search.outcome) -> MLflow: finished FINISHED; stopped_early FINISHED + tag stopped_early; failed and
+        error FAILED + tag failure_reason; unfinished KILLED. Ended trials get their artifacts. `last`: the trial's
+        last report (default: read from its result.json, which Ray writes with a delay while a trial runs)."""
+        run_id = self.attach(trial_id, config)
         if not run_id:
             return
         client = self.tracker.client
-        last = trial.last_result or {}
-        hp = self.space.hparams(trial.config)
-        tags: dict[str, str] = {}
-        if error:
-            status, tags["failure_reason"] = "FAILED", error[:5000]
-        elif last.get("failure_reason"):
-            status, tags["failure_reason"] = "FAILED", str(last["failure_reason"])
-        else:
-            status = "FINISHED"
-            if int(last.get("epoch", 0)) < int(hp.get("epochs", 0)):
-                tags["stopped_early"] = f"stopped by ASHA at epoch {int(last.get('epoch', 0))} of {hp['epochs']}"
+        trial_dir = self.folder / f"trial_{trial_id}"
+        if last is None:
+            reports = trial_reports(trial_dir)
+            last = reports[-1] if reports else {}
+        hp = self.space.hparams(config)
+        tags = {}
+        if status in ("failed", "error"):
+            tags["failure_reason"] = (reason or str(last.get("failure_reason", "")))[:5000]
+        elif status == "stopped_early":
+            tags["stopped_early"] = f"stopped by ASHA at epoch {int(last.get('epoch', 0))} of {hp['epochs']}"
         for k, v in tags.items():
             self.tracker.safe("tagging a run", client.set_tag, run_id, k, v)
-        if trial.storage:
-            self._artifacts(run_id, Path(trial.storage.trial_fs_path), hp)
-        self.tracker.safe("closing a run", client.set_terminated, run_id, status)
+        if status != "unfinished":
+            self._artifacts(run_id, trial_dir, hp)
+        mlflow_status = {"finished": "FINISHED", "stopped_early": "FINISHED", "unfinished": "KILLED"}
+        self.tracker.safe("closing a run", client.set_terminated, run_id, mlflow_status.get(status, "FAILED"))
 
     def _artifacts(self, run_id: str, trial_dir: Path, hp: dict) -> None:
         """Each artifact on its own: one that cannot be made does not hold back the others."""
@@ -225,23 +232,32 @@ class MLflowCallback(Callback):
                 self.tracker.safe("logging artifacts", log, run_id, str(best / name), artifact_path="best_checkpoint")
 
 
-def close_sweep(tracker: Tracker, parent: str, folder: Path, space: Space, complete: bool) -> None:
-    """Parent-run artifacts (leaderboard, what-matters plots); unfinished child runs are marked KILLED."""
+def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, complete: bool) -> None:
+    """Every trial of the leaderboard gets its closed run (also one that ended before this launch attached MLflow);
+    the parent gets the leaderboard and the what-matters plots, FINISHED when every trial ended, else KILLED."""
+    import json
+
     from search import plots
 
+    tracker, parent = callback.tracker, callback.parent
     client = tracker.client
 
     def _finish():
+        children = client.search_runs(
+            [tracker.experiment_id()], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000
+        )
+        closed = {r.data.tags.get(TAG_TRIAL) for r in children if r.info.status != "RUNNING"}
+        for row in table.itertuples():
+            params = folder / f"trial_{row.trial_id}" / "params.json"
+            if row.trial_id not in closed and params.is_file():
+                config = json.loads(params.read_text())
+                reason = row.failure_reason if isinstance(row.failure_reason, str) else ""
+                callback.close(row.trial_id, config, row.status, reason)
         board = folder / "leaderboard.csv"
         if board.is_file():
             client.log_artifact(parent, str(board))
             for png in plots.sweep_plots(board, space, folder / "plots"):
                 client.log_artifact(parent, str(png), artifact_path="plots")
-        children = client.search_runs(
-            [tracker.experiment_id()], filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and status = 'RUNNING'"
-        )
-        for run in children:
-            client.set_terminated(run.info.run_id, "KILLED")
         client.set_terminated(parent, "FINISHED" if complete else "KILLED")
 
     tracker.safe("closing the sweep's run", _finish)

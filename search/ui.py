@@ -19,8 +19,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from search.run import SETTINGS_FILE, UsageError, latest_sweep
+from search.sweeps import UsageError, check_name, latest_sweep, read_settings
 from trainable.cli import OneLineParser
+from trainable.metrics import SCORE
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -68,14 +69,14 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 
 def sweep_page(url: str, parent_run_id: str | None) -> str:
-    """The runs table with the sweep's trials only, best val_map50 first (a filter also un-nests the child runs)."""
+    """The runs table with the sweep's trials only, best trial score first (a filter also un-nests the child runs)."""
     req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=nucleitune")
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             exp_id = json.load(r)["experiment"]["experiment_id"]
     except OSError:  # no experiment yet (the sweep logged nothing): the UI's home page
         return url
-    query = {"orderByKey": "metrics.`val_map50`", "orderByAsc": "false"}
+    query = {"orderByKey": f"metrics.`{SCORE}`", "orderByAsc": "false"}
     if parent_run_id:
         query["searchFilter"] = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
     return f"{url}/#/experiments/{exp_id}/runs?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
@@ -92,10 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     results = Path(args.results).resolve()
     try:
-        folder = results / (args.name or latest_sweep(results))
-        if not (folder / SETTINGS_FILE).is_file():
-            raise UsageError(f"{folder}: no sweep there (missing {SETTINGS_FILE})")
-        saved = json.loads((folder / SETTINGS_FILE).read_text())
+        folder = results / (check_name(args.name) or latest_sweep(results))
+        saved = read_settings(folder)
         uri = saved.get("mlflow_uri", "off")
         if uri == "off":
             raise UsageError(f"{folder}: this sweep ran with MLflow off")

@@ -114,7 +114,7 @@ def sweep_space(tmp_path: Path, data: Path, cache: Path, **over) -> Path:
         "num_samples": 3,
         "max_concurrent": 1,
         "resources": {"cpu": 2},
-        "asha": {"grace_period": 1, "reduction_factor": 2},
+        "asha": {"grace_period": 0.3, "reduction_factor": 2},  # rungs at 30 % and 60 %: epochs 1 and 2 of 3
         "max_failures": 0,
         "settings": {
             "data": str(data),

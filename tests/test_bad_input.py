@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from tests.conftest import ROOT
 SPACE = {
     "name": "t",
     "settings": {"split": {"val": 1}},
-    "fixed": {"backbone": "R18-FPN", "weights": "scratch"},
+    "fixed": {"backbone": "R18-FPN", "weights": "scratch", "warmup_epochs": 0.5},
     "params": {"lr": {"loguniform": [0.001, 0.1]}, "epochs": {"int": [2, 4]}},
 }
 
@@ -98,6 +99,27 @@ def _corpus(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
     p = _space(tmp / "s-setting.yaml", good, settings={"data": str(good), "eval_every": 0})
     run("space-setting", "--space", str(p), expect=["s-setting.yaml", "eval_every"])
 
+    # --- whole-space checks: what could only fail in a trial
+    scratch = {"backbone": "R18-FPN", "weights": "scratch"}
+    p = _space(tmp / "s-warmup.yaml", good, fixed=scratch, params={"warmup_epochs": {"uniform": [1.0, 6.0]}})
+    run("space-warmup", "--space", str(p), expect=["s-warmup.yaml", "params.warmup_epochs", "as few as 2 epochs"])
+    gn = {"backbone": "R50-FPN", "weights": "imagenet", "norm": "GN", "warmup_epochs": 0.5}
+    p = _space(tmp / "s-gn.yaml", good, fixed=gn)
+    run("space-gn-imagenet", "--space", str(p), expect=["s-gn.yaml", "norm GN does not fit weights imagenet"])
+    p = _space(tmp / "s-frozen.yaml", good, fixed={**SPACE["fixed"], "norm": "FrozenBN"})
+    run("space-frozenbn-scratch", "--space", str(p), expect=["s-frozen.yaml", "FrozenBN cannot train from scratch"])
+    p = _space(tmp / "s-decay.yaml", good, params={"decay": {"milestones": [0.85, 0.95]}, "epochs": {"int": [2, 3]}})
+    run("space-dropped-decays", "--space", str(p), expect=["s-decay.yaml", "params.decay", "no trial would decay"])
+
+    # --- the machine, the weights, the cluster: refused before Ray starts
+    run("machine-cpus", "--space", str(space), "--cpus-per-trial", "4096", expect=["asks 4096 CPU(s)", "machine has"])
+    zoo = {"backbone": "R50-FPN", "weights": "imagenet", "warmup_epochs": 0.5}
+    p = _space(tmp / "s-imagenet.yaml", good, fixed=zoo)
+    run("weights-offline", "--space", str(p), expect=["s-imagenet.yaml", "weights imagenet", "cannot fetch"])
+    run("address-dead", "--space", str(space), "--address", "127.0.0.1:9", expect=["--address 127.0.0.1:9"])
+    run("address-format", "--space", str(space), "--address", "nowhere", expect=["--address nowhere", "HOST:PORT"])
+    run("data-default", "--space", str(ROOT / "spaces" / "maskrcnn.yaml"), expect=["data/nuclei", "--data"])
+
     # --- CLI flags of search.run
     run("flag-type", "--space", str(space), "--num-samples", "abc", expect=["--num-samples", "invalid int value"])
     run("flag-unknown", "--space", str(space), "--num-trials", "3", expect=["unrecognized arguments: --num-trials"])
@@ -157,6 +179,12 @@ def _corpus(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
     export(
         "export-ckpt-corrupt", "--checkpoint", str(bad_ckpt), "--data", str(good), expect=["model.pth", "unreadable"]
     )
+    tagged = tmp / "ckpt-tag"
+    tagged.mkdir()
+    (tagged / "model.pth").write_bytes(b"never read")
+    tag = "OUTPUT_DIR: !!python/object/apply:os.system ['touch /tmp/nucleitune-pwned']\n"
+    (tagged / "config.yaml").write_text(cfg.dump() + tag)
+    export("export-ckpt-yaml-tag", "--checkpoint", str(tagged), "--data", str(good), expect=["config.yaml", "refused"])
 
     def index_case(case_id, content, *expect):
         root = _dataset(tmp / f"data-{case_id}", n_images=1)
@@ -224,7 +252,14 @@ def test_malformed_inputs_one_line_exit_2_no_ray_nothing_written(tmp_path):
     assert len(cases) >= 25
     sweeps_before = _tree(tmp_path / "results-sweeps")
     sessions_before = _ray_sessions()
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # Downloads go through a proxy that refuses them, into an empty cache: "offline" on any machine.
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "FVCORE_CACHE": str(tmp_path / "weights-cache"),
+    }
 
     def call(case):
         case_id, argv, _ = case
@@ -245,6 +280,8 @@ def test_malformed_inputs_one_line_exit_2_no_ray_nothing_written(tmp_path):
             problems.append(f"{case_id}: not one 'error:' line: {err[-800:]!r}")
         elif missing := [e for e in expect if e not in lines[0]]:
             problems.append(f"{case_id}: {missing} not in {lines[0]!r}")
+        elif len(lines[0]) > 400 or any(lines[0].count(w) > 1 for w in lines[0].split() if "/" in w and len(w) > 20):
+            problems.append(f"{case_id}: not short (a path named twice, or over 400 characters): {lines[0]!r}")
         if (tmp_path / f"results-{case_id}").exists():
             problems.append(f"{case_id}: wrote {tmp_path / f'results-{case_id}'}")
     assert not problems, "\n".join(problems)
@@ -258,3 +295,40 @@ def _no_pwned_file():
     Path("/tmp/nucleitune-pwned").unlink(missing_ok=True)
     yield
     Path("/tmp/nucleitune-pwned").unlink(missing_ok=True)
+
+
+def test_a_dead_cluster_address_fails_in_seconds_and_writes_nothing(tmp_path):
+    space = _space(tmp_path / "space.yaml", _dataset(tmp_path / "data"))
+    results = tmp_path / "results"
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--address", "127.0.0.1:9"]
+    p = subprocess.run(
+        [*cmd, "--results", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.perf_counter() - start < 15
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "error: --address 127.0.0.1:9: no Ray cluster answers there (Connection refused)"
+    ]
+    assert not results.exists()  # no sweep folder, no MLflow database
+
+
+def test_a_sweep_warns_of_a_missing_test_index_and_refuses_trials_larger_than_the_machine(tmp_path):
+    data = _dataset(tmp_path / "data")
+    (data / "test_img_ids.json").unlink()
+    space = _space(tmp_path / "space.yaml", data, resources={"cpu": 1, "gpu": 64})
+    p = subprocess.run(
+        [sys.executable, "-m", "search.run", "--space", str(space), "--results", str(tmp_path / "results")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    warning, error = p.stderr.strip().splitlines()
+    assert warning.startswith("warning: ") and str(data / "test_img_ids.json") in warning
+    assert p.returncode == 2 and error.startswith(f"error: {space}: resources: a trial asks 1 CPU(s) and 64 GPU(s)")
+    assert "this machine has" in error and "--gpus-per-trial" in error and "--address" in error
+    assert not (tmp_path / "results").exists()

@@ -72,6 +72,11 @@ def test_norm_follows_the_weights(tmp_path):
     (tmp_path / "config.yaml").write_text(build_cfg({"weights": "scratch"}, 20).dump())
     cfg = build_cfg({"weights": str(ckpt)}, 20)  # a checkpoint of ours: its own architecture
     assert cfg.MODEL.RESNETS.NORM == "GN" and cfg.MODEL.FPN.NORM == "GN" and cfg.MODEL.WEIGHTS == str(ckpt)
-    assert build_cfg({"weights": "imagenet", "norm": "GN"}, 20).MODEL.RESNETS.NORM == "GN"
+    assert build_cfg({"weights": "scratch", "norm": "GN"}, 20).MODEL.RESNETS.NORM == "GN"
     with pytest.raises(ConfigError, match="norm must be"):
         build_cfg({"norm": "BN"}, 20)
+    # Combinations that can only fail in a trial are refused when the config is checked.
+    with pytest.raises(ConfigError, match="norm GN does not fit weights imagenet"):
+        build_cfg({"weights": "imagenet", "norm": "GN"}, 20)
+    with pytest.raises(ConfigError, match="norm FrozenBN cannot train from scratch"):
+        build_cfg({"weights": "scratch", "norm": "FrozenBN"}, 20)

@@ -4,6 +4,7 @@ import shutil
 import subprocess
 
 from search.ui import sweep_page
+from tests.conftest import ROOT
 from tests.conftest import api as _api
 
 
@@ -57,3 +58,12 @@ def test_runs_page_renders_the_trials(mlflow_server, swept, tmp_path):
     dom = subprocess.run([*cmd, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
     names = [r["info"]["run_name"] for r in runs if r is not parent]
     assert all(name in dom for name in names), names
+
+
+def test_the_ui_command_starts_without_torch_ray_or_detectron2():
+    """search.ui only reads a sweep's folder and starts MLflow: importing the trial stack cost it ~12 s."""
+    import sys
+
+    code = "import sys, search.ui; print(sorted(m for m in ('torch', 'ray', 'detectron2') if m in sys.modules))"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr

@@ -13,7 +13,7 @@ GOOD = textwrap.dedent(
     """\
     name: t
     settings: {data: sample_data/nuclei, split: {val: 1}}
-    fixed: {backbone: R18-FPN, weights: scratch}
+    fixed: {backbone: R18-FPN, weights: scratch, warmup_epochs: 0.5}
     params:
       lr: {loguniform: [0.001, 0.1]}
       epochs: {int: [2, 4]}
@@ -36,9 +36,9 @@ BAD = [
     ("params:\n  decay: {milestones: [0.2, 0.5], count: [3, 1]}\n", "params.decay.count: need 1 <= min <= max"),
     ("searcher: bayes\n", "searcher: 'bayes' is not one of"),
     ("scheduler: hyperband\n", "scheduler: 'hyperband' is not one of"),
-    ("asha: {grace_period: 10}\n", "asha.grace_period: expected an integer in [1, 4]"),
+    ("asha: {grace_period: 10}\n", "asha.grace_period: expected a fraction of each trial's schedule in (0, 1)"),
     ("resources: {gpu: -1}\n", "resources.gpu: expected a number >= 0"),
-    ("fixed: {backbone: R18-FPN, weights: imagenet}\n", "fixed: no ImageNet weights for R18-FPN"),
+    ("fixed: {backbone: R18-FPN, weights: imagenet, warmup_epochs: 1}\n", "fixed: no ImageNet weights for R18-FPN"),
     ("fixed: {backbone: R18-FPN, weights: scratch, crop: 3}\n", "fixed.crop: unknown hyperparameter"),
     ("points_to_evaluate:\n  - {lr: 0.01}\n", "points_to_evaluate[0]: must set exactly the searched parameters"),
     (
@@ -48,7 +48,7 @@ BAD = [
     ("settings: {data: sample_data/nuclei, split: {val: 1}, eval_evry: 2}\n", "settings: unknown setting(s)"),
     ("trial_seeds: random\n", "trial_seeds: 'random' is not one of ['shared', 'per_trial']"),
     (
-        "trial_seeds: per_trial\nfixed: {backbone: R18-FPN, weights: scratch, seed: 3}\n",
+        "trial_seeds: per_trial\nfixed: {backbone: R18-FPN, weights: scratch, warmup_epochs: 1, seed: 3}\n",
         "trial_seeds: per_trial draws each trial's seed",
     ),
     (
@@ -131,7 +131,7 @@ def test_shipped_spaces_are_valid():
 def test_trial_seeds_shared_by_default_or_one_per_trial(tmp_path):
     import optuna
 
-    shared = load_space(_write(tmp_path, "fixed: {backbone: R18-FPN, weights: scratch, seed: 7}"))
+    shared = load_space(_write(tmp_path, "fixed: {backbone: R18-FPN, weights: scratch, warmup_epochs: 1, seed: 7}"))
     config = {"lr": 0.01, "epochs": 4, "decay_count": 1, "decay_1": 0.5}
     assert shared.trial_seeds == "shared" and shared.hparams(config)["seed"] == 7
     assert "seed" not in shared.param_space()
@@ -150,3 +150,15 @@ def test_loader_workers_follow_the_cpus_of_a_trial(tmp_path):
         settings = run.Settings.from_dict({"data": "x"})
         run.fit_to_resources(settings, space, "s.yaml")
         assert settings.num_workers == workers
+
+
+def test_recorded_hyperparameters_are_the_ones_that_run(tmp_path):
+    """Defaults included; a decay at or after the last epoch is neither run nor recorded."""
+    space = load_space(_write(tmp_path, "params:\n  epochs: {int: [2, 4]}\n  decay: {milestones: [0.5, 0.9]}\n"))
+    two = space.hparams({"lr": 0.01, "epochs": 2, "decay_1": 0.8})
+    assert two["decay_epochs"] == [] and two["gamma"] == 0.1 and two["seed"] == 0 and two["crop_size"] == 500
+    assert space.hparams({"lr": 0.01, "epochs": 4, "decay_1": 0.8})["decay_epochs"] == [3]
+    plain = tmp_path / "plain.yaml"  # a space that sets neither epochs nor anything else but lr
+    plain.write_text("fixed: {backbone: R18-FPN, weights: scratch}\nparams: {lr: {loguniform: [0.001, 0.1]}}\n")
+    hp = load_space(plain).hparams({"lr": 0.01})
+    assert hp["epochs"] == 120 and hp["decay_epochs"] == [20, 50, 80, 90] and hp["warmup_epochs"] == 3.0

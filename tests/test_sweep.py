@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.conftest import ROOT
 from tests.conftest import sweep_space as _space
@@ -64,18 +65,24 @@ def test_sweep_asha_stops_a_bad_trial_and_optuna_learns(dup_data, cache_dir, pre
         assert all((c / "model.pth").is_file() for c in ckpts)
         assert "NUM_WORKERS: 1\n" in (ckpts[-1] / "config.yaml").read_text()
 
-    # The Optuna study behind the searcher holds the three completed trials with their values.
+    # The Optuna study behind the searcher: finished trials COMPLETE with their score (the leaderboard's), trials ASHA
+    # stopped PRUNED with their score per epoch (TPE ranks them below finished ones).
     from optuna.trial import TrialState
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    searcher = ConcurrencyLimiter(OptunaSearch(), max_concurrent=1)
+    from search.searchers import ScoredOptunaSearch
+
+    searcher = ConcurrencyLimiter(ScoredOptunaSearch(), max_concurrent=1)
     searcher.restore_from_dir(str(folder))
-    study = searcher.searcher._ot_study
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(done) == 3 and all(t.value is not None for t in done)
-    values = {t.params["score_thresh_test"]: t.value for t in done}
-    assert set(values) == {0.05, 0.9999} and values[0.9999] == 0.0 and values[0.05] > 0
+    trials = searcher.searcher._ot_study.trials
+    assert len(trials) == 3
+    complete = sorted(t.value for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == pytest.approx(sorted(board.loc[board["status"] == "finished", "best_val_map50"]))
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert len(pruned) == (board["status"] == "stopped_early").sum() >= 1
+    assert all(t.intermediate_values and max(t.intermediate_values) < 3 for t in pruned)  # epochs before the last
+    bad = [t for t in trials if t.params["score_thresh_test"] == 0.9999]
+    assert all(t.state == TrialState.PRUNED and t.intermediate_values == {1: 0.0} for t in bad)
 
 
 def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
@@ -116,8 +123,8 @@ def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 4 and sorted(r.info.run_name for r in children) == sorted(board["trial_id"])
     assert {r.info.status for r in runs} == {"FINISHED"}
-    metric_steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "val_map50")]
-    assert sorted(set(metric_steps)) == [1, 2, 3]
+    for child in children:  # every epoch once: the restarted trial's repeated epochs are not logged again
+        assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_map50")) == [1, 2, 3]
 
     # trial_seeds: per_trial: three seeds, recorded alike in the leaderboard and MLflow.
     assert board["hp.seed"].nunique() == 3
@@ -205,3 +212,37 @@ def test_raising_trial_is_retried_from_its_checkpoint_and_a_nan_trial_fails_alon
     assert "NaN/Inf" in by_name[bad["trial_id"]].data.tags["failure_reason"]
     steps = [m.step for m in client.get_metric_history(by_name[good["trial_id"]].info.run_id, "val_map50")]
     assert sorted(steps) == [1, 2, 3]  # the retry logged epoch 3 only, nothing twice
+
+
+def test_time_budget_leaves_trials_unfinished_and_resume_continues_them_into_mlflow(dup_data, cache_dir, tmp_path):
+    """--time-budget-s stops the sweep like Ctrl-C: unfinished trials, exit 1 with the --resume command. A resume
+    honours its own budget; the last one completes the sweep and, MLflow on now, gives every trial its run."""
+    space = _space(tmp_path, dup_data, cache_dir, scheduler="fifo", num_samples=3)
+    results = tmp_path / "results"
+    first = _run("--space", str(space), "--results", str(results), "--name", "b", "--mlflow-uri", "off",
+                 "--time-budget-s", "25")
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "python -m search.run --resume --name b" in first.stderr
+    board = pd.read_csv(results / "b" / "leaderboard.csv")
+    assert (board["status"] == "unfinished").any() and set(board["status"]) <= {"finished", "unfinished"}
+    assert not (results / "mlflow.db").exists()
+
+    again = _run("--resume", "--results", str(results), "--name", "b", "--time-budget-s", "1")
+    assert again.returncode == 1 and "--resume --name b" in again.stderr, again.stdout[-3000:] + again.stderr[-3000:]
+
+    uri = f"sqlite:///{results / 'mlflow.db'}"
+    last = _run("--resume", "--results", str(results), "--name", "b", "--mlflow-uri", uri)
+    assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
+    board = pd.read_csv(results / "b" / "leaderboard.csv")
+    assert len(board) == 3 and (board["status"] == "finished").all() and (board["epochs_run"] == 3).all()
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 4 and sorted(r.info.run_name for r in children) == sorted(board["trial_id"])
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    for child in children:  # trials that ended before MLflow was on too, each epoch once
+        assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_map50")) == [1, 2, 3]
+        assert "val_map50_best" in child.data.metrics and child.data.params["epochs"] == "3"

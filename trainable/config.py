@@ -104,10 +104,26 @@ def _check(hp: dict) -> None:
             raise ConfigError(f"{k} must be in [0, 1], got {hp[k]!r}")
     if hp["norm"] not in ("auto", "GN", "FrozenBN"):
         raise ConfigError(f"norm must be auto, GN or FrozenBN, got {hp['norm']!r}")
+    if hp["norm"] == "GN" and hp["weights"] in ("imagenet", "coco"):
+        raise ConfigError(
+            f"norm GN does not fit weights {hp['weights']}: the model zoo's backbones carry BatchNorm statistics "
+            "(FrozenBN); use norm auto or FrozenBN, or weights scratch"
+        )
+    if hp["norm"] == "FrozenBN" and hp["weights"] == "scratch":
+        raise ConfigError(
+            "norm FrozenBN cannot train from scratch (its frozen statistics are random: the loss diverges within "
+            "iterations); use norm auto or GN"
+        )
     if not 0 <= hp["warmup_epochs"] <= hp["epochs"]:
         raise ConfigError(f"warmup_epochs must be in [0, epochs], got {hp['warmup_epochs']!r}")
     if not isinstance(hp["decay_epochs"], (list, tuple)):
         raise ConfigError(f"decay_epochs must be a list of epochs, got {hp['decay_epochs']!r}")
+
+
+def merge_safely(cfg: CfgNode, path: str | Path) -> None:
+    """cfg.merge_from_file without its fallback to yaml.unsafe_load, which runs a file's Python tags: a tag is a
+    yaml.YAMLError here."""
+    cfg.merge_from_other_cfg(CfgNode(CfgNode.load_yaml_with_base(str(path), allow_unsafe=False)))
 
 
 def resolve_weights(weights: str, backbone: str) -> str:
@@ -166,7 +182,7 @@ def build_cfg(
     hp = validate(hp)
     backbone = hp["backbone"]
     cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file(BACKBONES[backbone]))
+    merge_safely(cfg, model_zoo.get_config_file(BACKBONES[backbone]))
     fpn = backbone.endswith("FPN")
 
     cfg.MODEL.DEVICE = device

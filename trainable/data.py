@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -55,13 +56,19 @@ def default_cache_dir() -> Path:
 # Reading and validating files
 
 
+def _unreadable(path: Path, e: Exception) -> DatasetError:
+    """One short line: PIL's messages often repeat the path."""
+    reason = " ".join(str(e).replace(f"'{path}'", "").replace(str(path), "").split())[:100]
+    return DatasetError(f"{path}: unreadable PNG ({type(e).__name__}{': ' + reason if reason else ''})")
+
+
 def _read_png(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
             return np.asarray(im)
     except Exception as e:  # PIL raises several types for truncated or non-image files
-        raise DatasetError(f"{path}: unreadable PNG ({type(e).__name__}: {e})") from None
+        raise _unreadable(path, e) from None
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -73,7 +80,7 @@ def _image_size(path: Path) -> tuple[int, int]:
             w, h = im.size
             return h, w
     except Exception as e:
-        raise DatasetError(f"{path}: unreadable PNG ({type(e).__name__}: {e})") from None
+        raise _unreadable(path, e) from None
 
 
 def _image_dir_files(image_dir: Path) -> tuple[Path, list[Path]]:
@@ -211,7 +218,9 @@ def load_train_records(
         n = workers or min(len(misses), os.cpu_count() or 1)
         logger.info("converting masks of %d image(s) with %d process(es)", len(misses), n)
         dirs_to_convert = [d for d, _ in misses]
+        # On stdout, on a terminal only: stderr carries errors (one line each), and logs do not want the redraws.
         bar = {"total": len(misses), "desc": "converting masks (once; cached)", "unit": "image"}
+        bar.update(file=sys.stdout, disable=None)
         if n > 1:
             with ProcessPoolExecutor(n) as pool:
                 converted = list(tqdm(pool.map(convert_image, dirs_to_convert), **bar))

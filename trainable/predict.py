@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import detection_utils as utils
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
 
-from trainable.config import ConfigError
+from trainable.config import ConfigError, merge_safely
 from trainable.evaluate import fetch_count
 
 
@@ -34,7 +35,12 @@ class Predictor:
             if not (ckpt / name).is_file():
                 raise ConfigError(f"{ckpt}: not a trial checkpoint (missing {name})")
         cfg = get_cfg()
-        cfg.merge_from_file(str(ckpt / "config.yaml"))
+        config = ckpt / "config.yaml"
+        try:
+            merge_safely(cfg, config)
+        except yaml.YAMLError as e:
+            reason = " ".join(str(e).split())[:160]
+            raise ConfigError(f"{config}: refused, not plain YAML ({reason}); configs are read safely") from None
         cfg.MODEL.DEVICE = device
         cfg.MODEL.WEIGHTS = str(ckpt / "model.pth")
         if score_threshold is not None:

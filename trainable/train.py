@@ -44,10 +44,10 @@ from trainable.config import ConfigError, build_cfg, schedule, validate
 from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
 from trainable.evaluate import COURSE_MAX_DETS, MaskAPEvaluator, fetch_count
 from trainable.files import read_document
+from trainable.metrics import LOSS_KEYS, METRIC, PROGRESS, SCORE
 
 logger = logging.getLogger("nucleitune")
 
-LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc")
 ReportFn = Callable[[dict, "str | None"], None]
 
 
@@ -73,6 +73,8 @@ class Settings:
     cudnn_benchmark: bool = True  # cuDNN times its kernels once per input shape (training crops have one shape)
     tf32: bool = True  # TF32 matmuls and convolutions on Ampere and newer GPUs
     deterministic: bool = False  # deterministic CUDA kernels where torch has them (slower; docs/reproducibility.md)
+    # Fractions of the schedule at which to report besides every eval_every epochs: a sweep sets ASHA's rungs here.
+    report_at: list[float] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict) -> Settings:
@@ -90,6 +92,8 @@ class Settings:
             raise ConfigError(f"device must be auto, cpu or cuda, got {s.device!r}")
         if s.num_workers is not None and not (isinstance(s.num_workers, int) and s.num_workers >= 0):
             raise ConfigError(f"num_workers must be an integer >= 0, got {s.num_workers!r}")
+        if not (isinstance(s.report_at, list) and all(isinstance(f, float) and 0 < f < 1 for f in s.report_at)):
+            raise ConfigError(f"report_at must be a list of fractions in (0, 1), got {s.report_at!r}")
         if s.amp not in AMP_CHOICES:
             raise ConfigError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {s.amp!r}")
         for k in ("cudnn_benchmark", "tf32", "deterministic"):
@@ -198,9 +202,12 @@ class NucleiTrainer(DefaultTrainer):
         workdir: Path,
         val_detections: int = COURSE_MAX_DETS,
         amp_dtype: torch.dtype | None = None,
+        report_at: list[float] | None = None,
     ):
         self.hp, self.data, self.report, self.eval_every, self.workdir = hp, data, report, eval_every, workdir
         self.val_detections = val_detections
+        self.report_at = list(report_at or [])  # fractions of the schedule to report at besides eval_every (rungs)
+        self.best_score: float | None = None  # the trial score so far (trainable.metrics.SCORE)
         super().__init__(cfg)  # AMPTrainer when cfg.SOLVER.AMP.ENABLED (build_cfg sets it from amp_dtype)
         if isinstance(self._trainer, AMPTrainer):
             self._trainer.precision = amp_dtype
@@ -215,9 +222,38 @@ class NucleiTrainer(DefaultTrainer):
         return [
             hooks.IterationTimer(warmup_iter=1),  # the first iteration (lazy init) is not timed
             hooks.LRScheduler(),
-            EpochReportHook(ipe, self.eval_every),
+            EpochReportHook(ipe, self.eval_every, self.report_at),
             hooks.PeriodicWriter([CommonMetricPrinter(self.max_iter)], period=20),
         ]
+
+    def report_now(self, done: int, window: int, iters_per_epoch: int) -> None:
+        """Training metrics of the last `window` iterations, validation, the trial score, a checkpoint, a report."""
+        storage = self.storage
+        metrics: dict = {"epoch": math.ceil(done / iters_per_epoch), "iteration": done, PROGRESS: done / self.max_iter}
+        for key in (*LOSS_KEYS, "lr"):
+            if key in storage.histories():
+                h = storage.history(key)
+                metrics[key] = float(h.latest() if key == "lr" else h.avg(window))
+        if "time" in storage.histories():
+            metrics["sec_per_iter"] = float(storage.history("time").avg(window))
+        start = time.perf_counter()
+        metrics.update(self.validate())
+        metrics["val_seconds"] = time.perf_counter() - start
+        self.best_score = max(metrics[METRIC], self.best_score if self.best_score is not None else -1.0)
+        metrics[SCORE] = self.best_score
+        logger.info(
+            "epoch %d (iter %d/%d): loss %.3f, val_map50 %.4f%s (best %.4f), validation %.1f s",
+            metrics["epoch"],
+            done,
+            self.max_iter,
+            metrics.get("total_loss", float("nan")),
+            metrics[METRIC],
+            f" (uncapped {metrics['val_map50_all']:.4f})" if "val_map50_all" in metrics else "",
+            metrics[SCORE],
+            metrics["val_seconds"],
+        )
+        ckpt = self.save_checkpoint({"epoch": metrics["epoch"], "iteration": done, "metrics": metrics})
+        self.report(metrics, ckpt)
 
     def validate(self) -> dict:
         mapper = DatasetMapper(self.cfg, is_train=False, augmentations=[])
@@ -250,43 +286,35 @@ class NucleiTrainer(DefaultTrainer):
         return ckpt_dir
 
 
-class EpochReportHook(HookBase):
-    """At the end of every `eval_every`-th epoch (and the last iteration): validate, checkpoint, report."""
+def report_iterations(max_iter: int, iters_per_epoch: int, eval_every: int, fractions: list[float]) -> set[int]:
+    """The iterations after which a trial reports: the end of every `eval_every`-th epoch, the end of the first epoch
+    at or past each fraction of the schedule (ASHA's rungs, so that every trial is compared at the same point of its
+    own schedule), and the last iteration."""
+    epochs = max_iter // iters_per_epoch
+    done = {e * iters_per_epoch for e in range(eval_every, epochs + 1, eval_every)}
+    for f in fractions:
+        # The same float expression as the reported progress (done / max_iter), so that progress >= f holds exactly.
+        e = next((e for e in range(1, epochs + 1) if e * iters_per_epoch / max_iter >= f), None)
+        if e is not None:
+            done.add(e * iters_per_epoch)
+    return done | {max_iter}
 
-    def __init__(self, iters_per_epoch: int, eval_every: int):
-        self.ipe, self.eval_every = iters_per_epoch, eval_every
+
+class EpochReportHook(HookBase):
+    """Decides when a trial reports (report_iterations); NucleiTrainer.report_now says what."""
+
+    def __init__(self, iters_per_epoch: int, eval_every: int, fractions: list[float]):
+        self.ipe, self.eval_every, self.fractions = iters_per_epoch, eval_every, fractions
+
+    def before_train(self) -> None:
+        self.at = report_iterations(self.trainer.max_iter, self.ipe, self.eval_every, self.fractions)
+        self.last_reported = self.trainer.start_iter
 
     def after_step(self) -> None:
-        t: NucleiTrainer = self.trainer
-        done = t.iter + 1
-        last = done == t.max_iter
-        if not last and (done % self.ipe or (done // self.ipe) % self.eval_every):
-            return
-        window = done - getattr(self, "_last_reported", t.start_iter)
-        self._last_reported = done
-        storage = t.storage
-        metrics: dict = {"epoch": math.ceil(done / self.ipe), "iteration": done}
-        for key in (*LOSS_KEYS, "lr"):
-            if key in storage.histories():
-                h = storage.history(key)
-                metrics[key] = float(h.latest() if key == "lr" else h.avg(window))
-        if "time" in storage.histories():
-            metrics["sec_per_iter"] = float(storage.history("time").avg(window))
-        start = time.perf_counter()
-        metrics.update(t.validate())
-        metrics["val_seconds"] = time.perf_counter() - start
-        logger.info(
-            "epoch %d (iter %d/%d): loss %.3f, val_map50 %.4f%s, validation %.1f s",
-            metrics["epoch"],
-            done,
-            t.max_iter,
-            metrics.get("total_loss", float("nan")),
-            metrics["val_map50"],
-            f" (uncapped {metrics['val_map50_all']:.4f})" if "val_map50_all" in metrics else "",
-            metrics["val_seconds"],
-        )
-        ckpt = t.save_checkpoint({"epoch": metrics["epoch"], "iteration": done, "metrics": metrics})
-        t.report(metrics, ckpt)
+        done = self.trainer.iter + 1
+        if done in self.at:
+            self.trainer.report_now(done, window=done - self.last_reported, iters_per_epoch=self.ipe)
+            self.last_reported = done
 
 
 FAULT_ENV = "NUCLEITUNE_FAIL_ONCE_AT_ITER"
@@ -335,8 +363,8 @@ def run_trial(
 ) -> dict:
     """Train one Mask R-CNN; `report(metrics, checkpoint_dir)` is called after every evaluation.
 
-    Returns a summary dict. A NaN/Inf loss does not raise: it is reported as `failure_reason`
-    (with val_map50 = 0 so searchers learn the configuration is bad) and ends the trial.
+    Returns a summary dict. A NaN/Inf loss does not raise: it is reported as `failure_reason` (with a score of 0, so
+    that searchers learn the configuration is bad) and ends the trial.
     """
     _setup_logging()
     hp = validate(hparams)
@@ -358,7 +386,15 @@ def run_trial(
     # (loader workers are seeded from torch's generator by Detectron2's worker_init_reset_seed) and ROI sampling.
     seed_all_rng(cfg.SEED)
     trainer = NucleiTrainer(
-        cfg, hp, data, report, settings.eval_every, workdir, settings.val_detections, amp_dtype=amp_dtype
+        cfg,
+        hp,
+        data,
+        report,
+        settings.eval_every,
+        workdir,
+        settings.val_detections,
+        amp_dtype=amp_dtype,
+        report_at=settings.report_at,
     )
     if resume_from:
         path, state = Path(resume_from) / "model.pth", Path(resume_from) / TRAINER_STATE
@@ -369,6 +405,9 @@ def run_trial(
         trainer.checkpointer.load(str(path))
         trainer.load_state_dict(torch.load(state, map_location="cpu", weights_only=True)["trainer"])
         trainer.start_iter = trainer.iter + 1
+        saved = Path(resume_from, "state.json")
+        if saved.is_file():  # the trial score goes on from the best of the reports before
+            trainer.best_score = json.loads(saved.read_text())["metrics"].get(SCORE)
         logger.info("resumed from %s at iteration %d", path, trainer.start_iter)
     else:
         try:
@@ -391,7 +430,9 @@ def run_trial(
             {
                 "epoch": trainer.iter // ipe + 1,
                 "iteration": trainer.iter,
-                "val_map50": 0.0,
+                PROGRESS: trainer.iter / trainer.max_iter,
+                METRIC: 0.0,
+                SCORE: 0.0,  # an unstable configuration scores nothing (search.outcome)
                 "diverged": 1,
                 "failure_reason": reason,
             },
