@@ -39,7 +39,7 @@ class Predictor:
         try:
             merge_safely(cfg, config)
         except yaml.YAMLError as e:
-            reason = " ".join(str(e).split())[:160]
+            reason = " ".join(str(e).replace(f' in "{config}"', "").split())[:160]  # the path once, in front
             raise ConfigError(f"{config}: refused, not plain YAML ({reason}); configs are read safely") from None
         cfg.MODEL.DEVICE = device
         cfg.MODEL.WEIGHTS = str(ckpt / "model.pth")
