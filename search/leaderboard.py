@@ -9,20 +9,7 @@ import pandas as pd
 
 from search import outcome
 from search.space import Space
-from trainable.metrics import METRIC, SCORE
-
-COLUMNS = [
-    "trial_id",
-    "status",
-    "best_val_map50",
-    "best_epoch",
-    "epochs_run",
-    "epochs",
-    "stopped_early",
-    "wall_s",
-    "device_hours",
-    "failure_reason",
-]
+from trainable.metrics import SCORE
 
 
 def _first_line(text: str | None) -> str:
@@ -31,47 +18,42 @@ def _first_line(text: str | None) -> str:
 
 
 def build(experiment_path: str | Path, space: Space) -> pd.DataFrame:
-    """Leaderboard rows, best score first; status and score as search.outcome defines them."""
+    """Leaderboard rows, best score first; status, score and the rest as search.outcome defines them."""
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(str(experiment_path), default_metric=SCORE, default_mode="max")
-    gpus, cpus = space.resources.get("gpu", 0), space.resources.get("cpu", 1)
     rows = []
     for trial in analysis.trials:
         try:
             hp = space.hparams(trial.config)
         except KeyError:  # a trial that never got a configuration
             hp = {}
-        df = analysis.trial_dataframes.get(trial.trial_id)
-        df = df if df is not None and len(df) else pd.DataFrame()
-        last = {k: v for k, v in (df.iloc[-1].to_dict() if len(df) else {}).items() if v == v}  # NaN: not reported
-        status = outcome.status(trial.status, last)
-        failure = last.get("failure_reason", "")
-        if status == "error":
-            failure = failure or _first_line(trial.error_file and _read(trial)) or "trial raised"
-        scored = df[df.get("diverged", pd.Series(0, index=df.index)).fillna(0) == 0] if len(df) else df
-        best = scored.loc[scored[METRIC].idxmax()] if len(scored) and METRIC in scored else None
-        wall = float(last.get("time_total_s", 0.0) or 0.0)
+        trial_dir = Path(experiment_path, f"trial_{trial.trial_id}")  # trial_dirname_creator in search.run
+        s = outcome.summary(trial.status, trial_reports(trial_dir), space.resources)
+        if s["status"] == "error":
+            s["failure_reason"] = s["failure_reason"] or _first_line(_read(trial)) or "trial raised"
         rows.append(
             {
                 "trial_id": trial.trial_id,
-                "status": status,
-                "best_val_map50": outcome.score(last),
-                "best_epoch": int(best["epoch"]) if best is not None and status != "failed" else None,
-                "epochs_run": int(last.get("epoch", 0) or 0),
+                "trial": outcome.number(trial.experiment_tag, space.searcher),
+                "status": s["status"],
+                "best_val_map50": s["score"],
+                "best_epoch": s["best_epoch"],
+                "epochs_run": s["epochs_run"],
                 "epochs": hp.get("epochs"),
-                "stopped_early": status == "stopped_early",
-                "wall_s": round(wall, 1),
+                "stopped_early": s["status"] == "stopped_early",
+                "wall_s": s["wall_s"],
                 # GPU-hours on a GPU cluster; CPU-hours (wall x CPUs per trial) on CPU.
-                "device_hours": round(wall * (gpus if gpus else cpus) / 3600, 4),
-                "failure_reason": failure,
+                "device_hours": s["device_hours"],
+                "failure_reason": s["failure_reason"],
                 **{f"hp.{k}": (str(v) if isinstance(v, list) else v) for k, v in sorted(hp.items())},
-                "path": trial.storage.trial_fs_path if trial.storage else "",
+                "path": str(trial_dir),
             }
         )
     table = pd.DataFrame(rows)
     if len(table):
-        table = table.sort_values("best_val_map50", ascending=False, na_position="last").reset_index(drop=True)
+        table = table.sort_values(["best_val_map50", "trial"], ascending=[False, True], na_position="last")
+        table = table.reset_index(drop=True)
     return table
 
 
@@ -103,9 +85,9 @@ def summary(table: pd.DataFrame, space: Space, wall_s: float) -> str:
     ok = table[table["status"].isin(outcome.SCORED)] if len(table) else table
     if len(ok):
         b = ok.iloc[0]
-        searched = set(space.params) | ({"decay_epochs"} if "decay" in space.params else set())
-        hps = {k[3:]: _plain(b[k]) for k in table.columns if k.startswith("hp.") and k[3:] in searched}
+        hps = {n: _plain(b[f"hp.{n}"]) for n in space.searched_names() if f"hp.{n}" in table}
         lines.append(
-            f"best: trial {b['trial_id']} val_map50 {b['best_val_map50']:.4f} at epoch {b['best_epoch']} {hps}"
+            f"best: trial {b['trial']:02d} ({b['trial_id']}) val_map50 {b['best_val_map50']:.4f} at epoch "
+            f"{b['best_epoch']} {hps}"
         )
     return "\n".join(lines)

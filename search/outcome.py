@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from trainable.metrics import PROGRESS, SCORE
+from trainable.metrics import METRIC, PROGRESS, SCORE
 
 ENDED = ("finished", "stopped_early", "failed", "error")  # --resume has nothing left to do for these
 SCORED = ("finished", "stopped_early")  # candidates for `export --best`
@@ -37,3 +37,34 @@ def status(ray_status: str, last: dict) -> str:
 def score(last: dict) -> float:
     value = last.get(SCORE)
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else float("nan")
+
+
+def summary(ray_status: str, reports: list[dict], resources: dict) -> dict:
+    """One trial in a few numbers, for the leaderboard and its MLflow run: status, score, the epoch of its best report
+    (none for a diverged trial), epochs run, wall time and device-hours (GPU-hours, or CPU-hours without GPUs)."""
+    last = reports[-1] if reports else {}
+    ended = status(ray_status, last)
+    scored = [r for r in reports if not r.get("diverged") and METRIC in r]
+    best = max(scored, key=lambda r: r[METRIC]) if scored and ended != "failed" else None  # the first of equals
+    wall = float(last.get("time_total_s", 0.0) or 0.0)
+    per_trial = resources.get("gpu") or resources.get("cpu", 1)
+    return {
+        "status": ended,
+        "score": score(last),
+        "best_epoch": int(best["epoch"]) if best else None,
+        "epochs_run": int(last.get("epoch", 0) or 0),
+        "wall_s": round(wall, 1),
+        "device_hours": round(wall * per_trial / 3600, 4),
+        "failure_reason": str(last.get("failure_reason") or ""),
+    }
+
+
+def hours_key(resources: dict) -> str:
+    """The name of device-hours for these resources: gpu_hours, or cpu_hours for CPU-only trials."""
+    return "gpu_hours" if resources.get("gpu") else "cpu_hours"
+
+
+def number(experiment_tag: str, searcher: str) -> int:
+    """A trial's number in its sweep (1, 2, ...), from the tag Ray gives it: Optuna's generator counts from 1, Ray's
+    variant generator (random, grid) from 0."""
+    return int(experiment_tag.split("_")[0]) + (0 if searcher == "optuna" else 1)

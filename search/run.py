@@ -297,6 +297,7 @@ def start_tracking(args, space: Space, settings: Settings, folder: Path, num_tra
         (folder / SETTINGS_FILE).write_text(json.dumps(saved, indent=1))
     else:
         tracker.safe("reopening the sweep's run", tracker.client.update_run, parent, "RUNNING")
+    tracker.save_view(parent, space, folder.name)
     print(f"mlflow: {uri} (sweep run {parent})", flush=True)
     return tracking.MLflowCallback(tracker, parent, space, num_train, folder)
 
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if mlflow_callback:
         from search import tracking
 
-        tracking.close_sweep(mlflow_callback, folder, space, table, complete=complete)
+        tracking.close_sweep(mlflow_callback, folder, space, table, complete=complete, wall_s=wall)
         if mlflow_callback.tracker.failures:
             print(
                 f"warning: {mlflow_callback.tracker.failures} MLflow call(s) failed; Ray's results in {folder} hold "

@@ -90,6 +90,11 @@ class Space:
             return list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
         return [p.low, p.high]
 
+    def searched_names(self) -> list[str]:
+        """The hyperparameters the sweep searches, as recorded (decay milestones as decay_epochs; per-trial seeds)."""
+        names = [n for n in self.params if n != "decay"] + (["decay_epochs"] if "decay" in self.params else [])
+        return names + (["seed"] if self.trial_seeds == "per_trial" else [])
+
     def trial_count(self) -> int:
         """How many trials the sweep runs: num_samples, or for grid every combination plus each point."""
         if self.searcher != "grid":

@@ -7,6 +7,13 @@ import json
 from pathlib import Path
 
 SPACE_COPY, SETTINGS_FILE = "space.yaml", "sweep.json"
+EXPERIMENT = "nucleitune"  # the MLflow experiment of every sweep
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # an MLflow UI saved view, stored as an experiment tag
+
+
+def view_key(parent_run_id: str) -> str:
+    """The key of a sweep's saved runs-table view (tracking.Tracker.save_view writes it, search.ui opens it)."""
+    return f"nucleitune-{parent_run_id}"
 
 
 class UsageError(ValueError):

@@ -8,11 +8,13 @@ once on stderr and skipped; Ray's own results still hold every metric.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 from ray.tune import Callback
@@ -21,10 +23,70 @@ from search import outcome
 from search.checkpoints import best_checkpoint
 from search.leaderboard import trial_reports
 from search.space import Space
-from trainable.metrics import METRIC, METRIC_KEYS
+from search.sweeps import EXPERIMENT, VIEW_TAG_PREFIX, view_key
+from trainable.metrics import METRIC, METRIC_KEYS, SCORE
 
-EXPERIMENT = "nucleitune"
 TAG_SWEEP, TAG_TRIAL = "nucleitune.sweep", "nucleitune.trial_id"
+
+
+def param_text(v) -> str:
+    """A param as people read it: 4 significant digits, lists as 20, 50, 80 (exact values: leaderboard.csv)."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(param_text(x) for x in v) or "none"
+    return str(v)
+
+
+def view_state(space: Space, parent: str) -> dict:
+    """MLflow UI view state (what the UI's "Save view" stores): filter, order, columns, charts."""
+
+    def col(kind: str, key: str) -> str:
+        return f"{kind}.`{key}`"
+
+    hours = outcome.hours_key(space.resources)
+    columns = [col("metrics", k) for k in (SCORE, "best_epoch", hours)] + [col("tags", "status")]
+    columns += [col("params", n) for n in space.searched_names()]
+    section = "metrics"
+
+    def chart(i: int, key: str, kind: str) -> dict:
+        base = {"uuid": f"c{i}", "type": kind, "runsCountToCompare": 100, "metricSectionId": section, "deleted": False}
+        base.update(isGenerated=False, displayName=key, metricKey=key)
+        if kind == "LINE":
+            base.update(selectedMetricKeys=[key], lineSmoothness=0, xAxisKey="step", xAxisScaleType="linear")
+            base.update(scaleType="linear", range={}, selectedXAxisMetricKey="", yAxisKey="metric")
+            base.update(yAxisExpressions=[], ignoreOutliers=False, useGlobalXaxisKey=True, useGlobalLineSmoothing=True)
+        return base
+
+    charts = [(METRIC, "LINE"), (SCORE, "LINE"), ("total_loss", "LINE"), (hours, "BAR")]
+    return {
+        "searchFilter": f"tags.mlflow.parentRunId = '{parent}'",
+        "orderByKey": col("metrics", SCORE),
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        "selectedColumns": columns,
+        "columnOrder": ["attributes.`Run Name`", *columns, "runDateAndNestInfo", "duration"],
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunSections": [
+            {"uuid": section, "name": "Trials", "display": True, "isReordered": True, "deleted": False}
+        ],
+        "compareRunCharts": [chart(i, key, kind) for i, (key, kind) in enumerate(charts)],
+        "isAccordionReordered": True,
+    }
+
+
+def run_name(number: int, hp: dict, space: Space, config: dict) -> str:
+    """A trial's run name people can tell apart: its number, backbone and lr (or the first searched values), and
+    whether it is one of the space's points to evaluate (the seeded configurations)."""
+    shown = [n for n in ("backbone", "lr") if n in space.params] or space.searched_names()[:2]
+    parts = [f"{number:02d}"] + [hp[n] if n == "backbone" else f"{n} {param_text(hp[n])}" for n in shown]
+    points = [i for i, p in enumerate(space.points_to_evaluate, 1) if all(config.get(k) == v for k, v in p.items())]
+    return " ".join(str(p) for p in parts) + (f" (point {points[0]})" if points else "")
 
 
 def git_commit() -> str:
@@ -94,7 +156,7 @@ class Tracker:
 
         return self.safe("creating the sweep's run", _start)
 
-    def child_run(self, parent: str, trial_id: str, params: dict) -> str | None:
+    def child_run(self, parent: str, trial_id: str, name: str, params: dict, tags: dict) -> str | None:
         """The trial's run: found by tag if it exists (restarted trial: running again), else created with its params."""
 
         def _get():
@@ -109,17 +171,28 @@ class Tracker:
                     self.client.update_run(run_id, status="RUNNING")
                 return run_id
             run = self.client.create_run(
-                self.experiment_id(),
-                run_name=trial_id,
-                tags={TAG_TRIAL: trial_id, "mlflow.parentRunId": parent},
+                self.experiment_id(), run_name=name, tags={TAG_TRIAL: trial_id, "mlflow.parentRunId": parent, **tags}
             )
             from mlflow.entities import Param
 
-            items = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in params.items()]
+            items = [Param(k, param_text(v)) for k, v in params.items()]
             self.client.log_batch(run.info.run_id, params=items)
             return run.info.run_id
 
         return self.safe("creating a trial's run", _get)
+
+    def save_view(self, parent: str, space: Space, sweep: str) -> None:
+        """The sweep's view of the runs table (sweeps.view_key; search.ui opens it): its trials only, best score first,
+        with the columns that answer "which trial is best, and why", and its charts, val_map50 first."""
+
+        def _save():
+            state = view_state(space, parent)
+            packed = "deflate;" + base64.b64encode(zlib.compress(json.dumps(state).encode())).decode()
+            now = int(time.time() * 1000)
+            value = json.dumps({"name": f"sweep {sweep}", "createdAt": now, "updatedAt": now, "state": packed})
+            self.client.set_experiment_tag(self.experiment_id(), f"{VIEW_TAG_PREFIX}{view_key(parent)}", value)
+
+        self.safe("saving the sweep's view", _save)
 
     def last_step(self, run_id: str) -> int:
         """The last epoch the run holds metrics for (0 if none)."""
@@ -139,110 +212,127 @@ class Tracker:
 
 
 class MLflowCallback(Callback):
-    """Ray Tune driver callback: child runs, per-epoch metrics, final status and artifacts per trial.
+    """Ray Tune driver callback: child runs, per-epoch metrics, final status, summary and artifacts per trial.
 
     A run gets each epoch once: when it is first attached in this process, it takes the reports of Ray's result.json
     that it lacks (a sweep first run with MLflow off or down, a driver that died), and later a report of an epoch
-    it already holds (a trial restarted from an earlier checkpoint runs that epoch again) is not logged twice."""
+    it already holds (a trial restarted from an earlier checkpoint runs that epoch again) is not logged twice. The
+    reports the driver received are kept for the trial's plots: Ray writes result.json with a delay."""
 
     def __init__(self, tracker: Tracker, parent_run_id: str, space: Space, num_train_images: int, folder: Path):
         self.tracker, self.parent, self.space, self.num_train = tracker, parent_run_id, space, num_train_images
         self.folder = folder
         self.runs: dict[str, str] = {}
         self.logged: dict[str, int] = {}  # trial id -> last epoch its run holds
+        self.results: dict[str, dict[int, dict]] = {}  # trial id -> epoch -> report, as received
 
-    def attach(self, trial_id: str, config: dict) -> str | None:
+    def attach(self, trial_id: str, config: dict, number: int) -> str | None:
         if trial_id not in self.runs:
-            run_id = self.tracker.child_run(self.parent, trial_id, self.space.hparams(config))
+            hp = self.space.hparams(config)
+            name = run_name(number, hp, self.space, config)
+            tags = {TAG_SWEEP: self.folder.name}
+            run_id = self.tracker.child_run(self.parent, trial_id, name, hp, tags)
             if run_id is None:
                 return None
             self.runs[trial_id], self.logged[trial_id] = run_id, self.tracker.last_step(run_id)
+            self.results[trial_id] = {}
             for result in trial_reports(self.folder / f"trial_{trial_id}"):
                 self.log(trial_id, result)
         return self.runs[trial_id]
 
     def log(self, trial_id: str, result: dict) -> None:
         step = int(result.get("epoch", 0))
+        self.results[trial_id].setdefault(step, result)
         if step > self.logged[trial_id]:
             self.tracker.log_metrics(self.runs[trial_id], result)
             self.logged[trial_id] = step
 
+    def _number(self, trial) -> int:
+        return outcome.number(trial.experiment_tag, self.space.searcher)
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.attach(trial.trial_id, trial.config)
+        self.attach(trial.trial_id, trial.config, self._number(trial))
 
     def on_trial_restore(self, iteration, trials, trial, **info):
-        self.attach(trial.trial_id, trial.config)
+        self.attach(trial.trial_id, trial.config, self._number(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if self.attach(trial.trial_id, trial.config):
+        if self.attach(trial.trial_id, trial.config, self._number(trial)):
             self.log(trial.trial_id, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        last = trial.last_result or {}
-        self.close(trial.trial_id, trial.config, outcome.status("TERMINATED", last), last=last)
+        self.close(trial.trial_id, trial.config, self._number(trial), "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         p = Path(self.folder / f"trial_{trial.trial_id}" / "error.txt")
         error = p.read_text().strip().splitlines()[-1] if p.is_file() else ""
-        self.close(trial.trial_id, trial.config, "error", error or "trial raised an exception")
+        self.close(trial.trial_id, trial.config, self._number(trial), "ERROR", error or "trial raised an exception")
 
-    def close(self, trial_id: str, config: dict, status: str, reason: str = "", last: dict | None = None) -> None:
+    def close(self, trial_id: str, config: dict, number: int, ray_status: str, reason: str = "") -> None:
         """Status (search.outcome) -> MLflow: finished FINISHED; stopped_early FINISHED + tag stopped_early; failed and
-        error FAILED + tag failure_reason; unfinished KILLED. Ended trials get their artifacts. `last`: the trial's
-        last report (default: read from its result.json, which Ray writes with a delay while a trial runs)."""
-        run_id = self.attach(trial_id, config)
+        error FAILED + tag failure_reason; unfinished KILLED. Every run gets the tag `status` and the metrics
+        best_epoch and device-hours; ended trials get their pictures."""
+        run_id = self.attach(trial_id, config, number)
         if not run_id:
             return
-        client = self.tracker.client
-        trial_dir = self.folder / f"trial_{trial_id}"
-        if last is None:
-            reports = trial_reports(trial_dir)
-            last = reports[-1] if reports else {}
+        client, log = self.tracker.client, self.tracker.safe
+        reports = [self.results[trial_id][e] for e in sorted(self.results[trial_id])]
+        s = outcome.summary(ray_status, reports, self.space.resources)
         hp = self.space.hparams(config)
-        tags = {}
-        if status in ("failed", "error"):
-            tags["failure_reason"] = (reason or str(last.get("failure_reason", "")))[:5000]
-        elif status == "stopped_early":
-            tags["stopped_early"] = f"stopped by ASHA at epoch {int(last.get('epoch', 0))} of {hp['epochs']}"
-        for k, v in tags.items():
-            self.tracker.safe("tagging a run", client.set_tag, run_id, k, v)
-        if status != "unfinished":
-            self._artifacts(run_id, trial_dir, hp)
-        mlflow_status = {"finished": "FINISHED", "stopped_early": "FINISHED", "unfinished": "KILLED"}
-        self.tracker.safe("closing a run", client.set_terminated, run_id, mlflow_status.get(status, "FAILED"))
+        tags = {"status": s["status"]}
+        if s["status"] in ("failed", "error"):
+            tags["failure_reason"] = (reason or s["failure_reason"])[:5000]
+        elif s["status"] == "stopped_early":
+            tags["stopped_early"] = f"stopped by ASHA at epoch {s['epochs_run']} of {hp['epochs']}"
+        from mlflow.entities import Metric, RunTag
 
-    def _artifacts(self, run_id: str, trial_dir: Path, hp: dict) -> None:
-        """Each artifact on its own: one that cannot be made does not hold back the others."""
+        now = int(time.time() * 1000)
+        summary = {"best_epoch": s["best_epoch"], outcome.hours_key(self.space.resources): s["device_hours"]}
+        if reports and "val_detections_per_image" in reports[-1]:
+            summary["val_detections_per_image"] = reports[-1]["val_detections_per_image"]
+        metrics = [Metric(k, float(v), now, 0) for k, v in summary.items() if v is not None]
+        tags = [RunTag(k, v) for k, v in tags.items()]
+        log("summarising a run", client.log_batch, run_id, metrics=metrics, tags=tags)
+        if s["status"] != "unfinished":
+            self._pictures(run_id, self.folder / f"trial_{trial_id}", hp, reports)
+        mlflow_status = {"finished": "FINISHED", "stopped_early": "FINISHED", "unfinished": "KILLED"}
+        log("closing a run", client.set_terminated, run_id, mlflow_status.get(s["status"], "FAILED"))
+
+    def _pictures(self, run_id: str, trial_dir: Path, hp: dict, reports: list[dict]) -> None:
+        """Learning curve, LR schedule, the best report's validation overlay (prediction next to ground truth) at the
+        top of the run's artifacts, so that the compare page shows them side by side; the best checkpoint's config
+        and state under best_checkpoint/. Each on its own: one that cannot be made does not hold back the others."""
         from search import plots
 
         log, out = self.tracker.client.log_artifact, trial_dir / "plots"
         out.mkdir(exist_ok=True)
         curve = self.tracker.safe(
-            "plotting a learning curve", plots.learning_curve, trial_dir, out / "learning_curve.png"
+            "plotting a learning curve", plots.learning_curve, reports, out / "learning_curve.png"
         )
         lrs = self.tracker.safe(
             "plotting an LR schedule", plots.lr_schedule, hp, self.num_train, out / "lr_schedule.png"
         )
-        for path in (curve, lrs):
+        best = best_checkpoint(trial_dir)
+        overlay = best / "val_overlay.png" if best and (best / "val_overlay.png").is_file() else None
+        for path in (curve, lrs, overlay):
             if path is not None:
                 self.tracker.safe("logging artifacts", log, run_id, str(path))
-        best = best_checkpoint(trial_dir)
-        for name in ("val_overlay.png", "config.yaml", "state.json") if best else ():
+        for name in ("config.yaml", "state.json") if best else ():
             if (best / name).is_file():
                 self.tracker.safe("logging artifacts", log, run_id, str(best / name), artifact_path="best_checkpoint")
 
 
-def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, complete: bool) -> None:
-    """Every trial of the leaderboard gets its closed run (also one that ended before this launch attached MLflow);
-    the parent gets the leaderboard and the what-matters plots, FINISHED when every trial ended, else KILLED."""
-    import json
-
+def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, complete: bool, wall_s: float) -> None:
+    """Every trial of the leaderboard gets its closed run (also one that ended before this launch attached MLflow).
+    The parent summarises the sweep: metrics (best score, trials by status, device-hours, wall time), the space's
+    fixed hyperparameters as params, a note with the top trials (linked) and the export command, the leaderboard and
+    the what-matters plots; FINISHED when every trial ended, else KILLED."""
     from search import plots
 
     tracker, parent = callback.tracker, callback.parent
     client = tracker.client
 
-    def _finish():
+    def _trials():
         children = client.search_runs(
             [tracker.experiment_id()], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000
         )
@@ -250,9 +340,29 @@ def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, com
         for row in table.itertuples():
             params = folder / f"trial_{row.trial_id}" / "params.json"
             if row.trial_id not in closed and params.is_file():
-                config = json.loads(params.read_text())
+                ray_status = {"error": "ERROR", "unfinished": "RUNNING"}.get(row.status, "TERMINATED")
                 reason = row.failure_reason if isinstance(row.failure_reason, str) else ""
-                callback.close(row.trial_id, config, row.status, reason)
+                callback.close(row.trial_id, json.loads(params.read_text()), int(row.trial), ray_status, reason)
+
+    def _parent():
+        from mlflow.entities import Metric, Param
+
+        now, hours = int(time.time() * 1000), outcome.hours_key(space.resources)
+        counts = table["status"].value_counts() if len(table) else {}
+        summary = {f"trials_{s}": int(counts.get(s, 0)) for s in (*outcome.ENDED, "unfinished")}
+        scored = table[table["status"].isin(outcome.SCORED)] if len(table) else table
+        if len(scored):
+            summary[SCORE] = float(scored["best_val_map50"].max())
+        summary.update({hours: float(table["device_hours"].sum()) if len(table) else 0.0, "wall_s": wall_s})
+        params = [Param(f"fixed.{k}", param_text(v)) for k, v in sorted(space.fixed.items())]
+        params += [Param(k, param_text(getattr(space, k))) for k in ("searcher", "scheduler", "num_samples")]
+        existing = client.get_run(parent).data.params
+        client.log_batch(
+            parent,
+            metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()],
+            params=[p for p in params if p.key not in existing],  # params cannot change; a resume logs them once
+        )
+        client.set_tag(parent, "mlflow.note.content", sweep_note(callback, folder, space, table))
         board = folder / "leaderboard.csv"
         if board.is_file():
             client.log_artifact(parent, str(board))
@@ -260,4 +370,31 @@ def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, com
                 client.log_artifact(parent, str(png), artifact_path="plots")
         client.set_terminated(parent, "FINISHED" if complete else "KILLED")
 
-    tracker.safe("closing the sweep's run", _finish)
+    tracker.safe("closing the trials' runs", _trials)
+    tracker.safe("closing the sweep's run", _parent)
+
+
+def sweep_note(callback: MLflowCallback, folder: Path, space: Space, table) -> str:
+    """The parent run's description (markdown): the top trials, linked to their runs, and how to export the best."""
+    import pandas as pd
+
+    exp = callback.tracker.experiment_id()
+    counts = ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()) if len(table) else "no trial"
+    lines = [
+        f"**Sweep {folder.name}**: {len(table)} trials ({counts}), searcher {space.searcher}, scheduler "
+        f"{space.scheduler}. Trial score: best val_map50 (mask AP@0.5, top 100 detections).",
+        "",
+    ]
+    names = space.searched_names()
+    lines.append("| rank | trial | status | val_map50_best | epoch | " + " | ".join(names) + " |")
+    lines.append("|---" * (5 + len(names)) + "|")
+    for rank, (_, row) in enumerate(table.head(5).iterrows(), 1):
+        run_id = callback.runs.get(row["trial_id"])
+        label = f"{int(row['trial']):02d} ({row['trial_id']})"
+        trial = f"[{label}](#/experiments/{exp}/runs/{run_id})" if run_id else label
+        score = "" if pd.isna(row["best_val_map50"]) else f"{row['best_val_map50']:.4f}"
+        epoch = "" if pd.isna(row["best_epoch"]) else int(row["best_epoch"])
+        values = " | ".join(param_text(row.get(f"hp.{n}", "")) for n in names)
+        lines.append(f"| {rank} | {trial} | {row['status']} | {score} | {epoch} | {values} |")
+    lines += ["", f"Export the best: `python -m search.export --best --results {folder.parent} --name {folder.name}`"]
+    return "\n".join(lines)

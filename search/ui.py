@@ -2,8 +2,9 @@
 
     python -m search.ui [--name SWEEP] [--results results] [--port 5000]
 
-Starts `mlflow server` bound to 127.0.0.1 (job execution off: 2 processes, ~0.5 GB) and prints the URL of the
-sweep's runs. Ctrl-C stops it.
+Starts `mlflow server` bound to 127.0.0.1 (job execution off: 2 processes, ~0.5 GB; its log in RESULTS/mlflow-ui.log)
+and prints the URLs of the sweep's runs table and charts, in the model-training view. Ctrl-C, SIGTERM or SIGHUP stop
+it and its server.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from search.sweeps import UsageError, check_name, latest_sweep, read_settings
+from search.sweeps import EXPERIMENT, VIEW_TAG_PREFIX, UsageError, check_name, latest_sweep, read_settings, view_key
 from trainable.cli import OneLineParser
 from trainable.metrics import SCORE
 
@@ -68,18 +70,30 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
     raise RuntimeError(f"mlflow server at {url} not ready after {timeout:.0f} s")
 
 
-def sweep_page(url: str, parent_run_id: str | None) -> str:
-    """The runs table with the sweep's trials only, best trial score first (a filter also un-nests the child runs)."""
-    req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=nucleitune")
+def sweep_pages(url: str, parent_run_id: str | None) -> tuple[str, str | None]:
+    """(runs table, charts) of a sweep on the MLflow server at `url`, in the model-training view: the sweep's saved
+    view (its trials, best score first, with status, score, its epoch, device-hours and every searched hyperparameter
+    as columns; search.tracking saves it), else a filtered, sorted table with MLflow's default columns."""
+    api = f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}"
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            exp_id = json.load(r)["experiment"]["experiment_id"]
+        with urllib.request.urlopen(api, timeout=10) as r:
+            experiment = json.load(r)["experiment"]
     except OSError:  # no experiment yet (the sweep logged nothing): the UI's home page
-        return url
+        return url, None
+    tags = {t["key"]: t["value"] for t in experiment.get("tags", [])}
+    base = f"{url}/#/experiments/{experiment['experiment_id']}/runs?workflowType=machine_learning"
+    if parent_run_id and f"{VIEW_TAG_PREFIX}{view_key(parent_run_id)}" in tags:
+        # The view's own filter and order: any such parameter in the URL would make the UI ignore the saved view.
+        table = f"{base}&viewStateShareKey={view_key(parent_run_id)}"
+        return table, f"{table}&compareRunsMode=CHART"
     query = {"orderByKey": f"metrics.`{SCORE}`", "orderByAsc": "false"}
     if parent_run_id:
         query["searchFilter"] = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
-    return f"{url}/#/experiments/{exp_id}/runs?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
+    return f"{base}&{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}", None
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM and SIGHUP end the UI as Ctrl-C does: its server goes with it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,30 +112,47 @@ def main(argv: list[str] | None = None) -> int:
         uri = saved.get("mlflow_uri", "off")
         if uri == "off":
             raise UsageError(f"{folder}: this sweep ran with MLflow off")
-        if not uri.startswith("sqlite"):
-            print(f"this sweep logs to the tracking server {uri}: open it there")
-            return 0
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    parent = saved.get("mlflow_parent_run_id")
+    if not uri.startswith("sqlite"):  # a tracking server: its pages
+        table, charts = sweep_pages(uri.rstrip("/"), parent)
+        print(f"this sweep logs to the tracking server {uri}:\nruns: {table}")
+        if charts:
+            print(f"charts: {charts}")
+        return 0
     port = args.port or free_port(args.host)
     url = f"http://{args.host}:{port}"
-    proc = subprocess.Popen(server_command(uri, args.host, port, results / "mlartifacts"), env=server_env())
-    try:
-        wait_ready(url, proc)
-        print(f"MLflow UI: {sweep_page(url, saved.get('mlflow_parent_run_id'))}\n(Ctrl-C to stop)", flush=True)
-        proc.wait()
-    except KeyboardInterrupt:
-        pass
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        proc.terminate()
+    log_path = results / "mlflow-ui.log"
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen(
+            server_command(uri, args.host, port, results / "mlartifacts"),
+            env=server_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            wait_ready(url, proc)
+            table, charts = sweep_pages(url, parent)
+            print(f"MLflow UI (sweep {folder.name}):\nruns: {table}", flush=True)
+            if charts:
+                print(f"charts: {charts}", flush=True)
+            print(f"(server log: {log_path}; Ctrl-C to stop)", flush=True)
+            proc.wait()
+        except KeyboardInterrupt:
+            pass
+        except RuntimeError as e:
+            print(f"error: {e} (see {log_path})", file=sys.stderr)
+            return 1
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     return 0
 
 

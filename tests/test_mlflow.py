@@ -2,8 +2,13 @@
 
 import shutil
 import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
 
-from search.ui import sweep_page
+import pandas as pd
+import pytest
+
+from search.ui import sweep_pages
 from tests.conftest import ROOT
 from tests.conftest import api as _api
 
@@ -13,7 +18,8 @@ def _tags(run: dict) -> dict:
 
 
 def test_parent_and_children_with_metrics_and_artifacts(mlflow_server, swept):
-    _, runs, _ = swept
+    _, runs, folder = swept
+    board = pd.read_csv(folder / "leaderboard.csv", dtype={"trial_id": str})
     parents = [r for r in runs if "mlflow.parentRunId" not in _tags(r)]
     assert len(parents) == 1
     parent = parents[0]
@@ -22,25 +28,80 @@ def test_parent_and_children_with_metrics_and_artifacts(mlflow_server, swept):
     assert len(children) == 2
     assert all(r["info"]["status"] == "FINISHED" for r in runs)
     for child in children:
-        run_id = child["info"]["run_id"]
+        run_id, tags = child["info"]["run_id"], _tags(child)
+        row = board[board["trial_id"] == tags["nucleitune.trial_id"]].iloc[0]
+        # Named for people: the trial's number and its searched value; the sweep's tag; the leaderboard's summary.
+        assert child["info"]["run_name"] == f"{row['trial']:02d} brightness {row['hp.brightness']:.4g}"
+        assert tags["nucleitune.sweep"] == "ml" and tags["status"] == row["status"] == "finished"
         params = {p["key"]: p["value"] for p in child["data"]["params"]}
         assert params["backbone"] == "R18-FPN" and "brightness" in params and params["epochs"] == "2"
         assert params["seed"] == "0" and params["gamma"] == "0.1"  # every hyperparameter, defaults included
-        for key in ("val_map50", "total_loss", "lr", "sec_per_iter"):
+        assert params["decay_epochs"] == "none" and params["lr"] == "0.01"  # read as people write them
+        metrics = {m["key"]: m["value"] for m in child["data"]["metrics"]}
+        assert metrics["val_map50_best"] == pytest.approx(row["best_val_map50"])
+        assert metrics["best_epoch"] == row["best_epoch"] and metrics["cpu_hours"] == pytest.approx(row["device_hours"])
+        for key in ("val_map50", "val_map50_best", "total_loss", "lr", "sec_per_iter"):
             hist = _api(mlflow_server, f"metrics/get-history?run_id={run_id}&metric_key={key}")["metrics"]
             assert sorted(m["step"] for m in hist) == [1, 2], key
         files = {f["path"] for f in _api(mlflow_server, f"artifacts/list?run_id={run_id}")["files"]}
-        assert {"learning_curve.png", "lr_schedule.png", "best_checkpoint"} <= files
+        assert {"learning_curve.png", "lr_schedule.png", "val_overlay.png", "best_checkpoint"} <= files
         best = {f["path"] for f in _api(mlflow_server, f"artifacts/list?run_id={run_id}&path=best_checkpoint")["files"]}
-        assert {"best_checkpoint/val_overlay.png", "best_checkpoint/config.yaml"} <= best
+        assert {"best_checkpoint/config.yaml", "best_checkpoint/state.json"} <= best
+    # The parent summarises the sweep.
+    run = _api(mlflow_server, f"runs/get?run_id={parent['info']['run_id']}")["run"]
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert metrics["val_map50_best"] == pytest.approx(board["best_val_map50"].max())
+    assert metrics["trials_finished"] == 2 and metrics["trials_stopped_early"] == 0 and metrics["wall_s"] > 0
+    assert metrics["cpu_hours"] == pytest.approx(board["device_hours"].sum())
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["fixed.backbone"] == "R18-FPN" and params["searcher"] == "optuna"
+    note = _tags(run)["mlflow.note.content"]
+    best = board.sort_values("best_val_map50", ascending=False).iloc[0]
+    assert f"[{best['trial']:02d} ({best['trial_id']})](#/experiments/" in note  # the best trial, linked
+    assert "python -m search.export --best" in note and "--name ml" in note
     files = {f["path"] for f in _api(mlflow_server, f"artifacts/list?run_id={parent['info']['run_id']}")["files"]}
     assert {"leaderboard.csv", "space.yaml", "sweep.json", "plots"} <= files
 
 
-def test_runs_page_renders_the_trials(mlflow_server, swept, tmp_path):
-    _, runs, _ = swept
-    parent = next(r for r in runs if "mlflow.parentRunId" not in _tags(r))
-    url = sweep_page(mlflow_server, parent["info"]["run_id"])  # what `python -m search.ui` prints
+def _grid(html: str) -> tuple[list[str], list[dict[str, str]]]:
+    """MLflow's runs table in a dumped DOM: column ids, and the rows (column id -> text) in display order."""
+
+    class Grid(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.headers, self.cells, self.row, self.cell, self.depth = [], [], None, None, 0
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if a.get("role") == "row" and "row-index" in a:
+                self.row = int(a["row-index"])
+            if self.cell is None and a.get("role") in ("columnheader", "gridcell") and a.get("col-id"):
+                self.cell, self.depth = {"role": a["role"], "col": a["col-id"], "row": self.row, "text": []}, 0
+            if self.cell is not None and tag not in ("br", "img", "input", "meta", "link", "hr", "path"):
+                self.depth += 1
+
+        def handle_endtag(self, tag):
+            if self.cell is not None:
+                self.depth -= 1
+                if self.depth == 0:
+                    (self.headers if self.cell["role"] == "columnheader" else self.cells).append(self.cell)
+                    self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None and data.strip():
+                self.cell["text"].append(data.strip())
+
+    g = Grid()
+    g.feed(html)
+    rows: dict[int, dict[str, str]] = {}
+    for c in g.cells:
+        rows.setdefault(c["row"], {})[c["col"]] = " ".join(c["text"])
+    return [h["col"] for h in g.headers], [rows[i] for i in sorted(rows)]
+
+
+def _chromium(url: str, out: Path, profile: Path) -> str:
+    """The page's DOM after it rendered, and a screenshot of it kept at `out` (a file a person can open)."""
+    assert shutil.which("chromium"), "Debian's chromium is missing: make test installs it (make browser)"
     cmd = [
         "chromium",
         "--headless",
@@ -51,13 +112,41 @@ def test_runs_page_renders_the_trials(mlflow_server, swept, tmp_path):
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=20000",
+        "--virtual-time-budget=40000",  # the charts load their plotting library late
+        "--window-size=1800,1000",
     ]
-    assert shutil.which("chromium"), "Debian's chromium is missing: make test installs it (make browser)"
-    dom = subprocess.run([*cmd, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
-    names = [r["info"]["run_name"] for r in runs if r is not parent]
-    assert all(name in dom for name in names), names
+    shot = [*cmd, f"--user-data-dir={profile}-shot", f"--screenshot={out}", url]
+    subprocess.run(shot, capture_output=True, timeout=180)
+    dump = [*cmd, f"--user-data-dir={profile}", "--dump-dom", url]
+    dom = subprocess.run(dump, capture_output=True, text=True, timeout=180)
+    out.with_suffix(".html").write_text(dom.stdout)
+    return dom.stdout
+
+
+def test_the_printed_page_shows_which_trial_is_best_and_why(mlflow_server, swept, tmp_path):
+    """What `python -m search.ui` prints, in a real browser: the model-training view of the sweep's trials, best first,
+    with its score, epoch, status and searched hyperparameter as columns; the charts page too."""
+    _, runs, folder = swept
+    board = pd.read_csv(folder / "leaderboard.csv", dtype={"trial_id": str})
+    parent = next(r for r in runs if "mlflow.parentRunId" not in _tags(r))
+    table, charts = sweep_pages(mlflow_server, parent["info"]["run_id"])
+    assert "workflowType=machine_learning" in table and charts
+
+    dom = _chromium(table, tmp_path / "runs.png", tmp_path / "profile")
+    assert "Model training" in dom and "Observability" not in dom  # the training view, not the GenAI one
+    columns, rows = _grid(dom)
+    for column in ("metrics.`val_map50_best`", "metrics.`best_epoch`", "tags.`status`", "params.`brightness`"):
+        assert any(c.startswith(column) for c in columns), (column, columns)
+    score = next(c for c in columns if c.startswith("metrics.`val_map50_best`"))
+    best = board.sort_values("best_val_map50", ascending=False).iloc[0]
+    assert len(rows) == 2 and float(rows[0][score]) == pytest.approx(best["best_val_map50"])  # best first
+    assert float(rows[0][score]) >= float(rows[1][score])
+    assert f"{best['trial']:02d} brightness" in rows[0]["attributes.`Run Name`"]  # named for people
+    assert rows[0]["tags.`status`"] == "finished" and rows[0]["metrics.`best_epoch`"] == str(best["best_epoch"])
+    assert (tmp_path / "runs.png").stat().st_size > 10_000
+
+    dom = _chromium(charts, tmp_path / "charts.png", tmp_path / "profile-charts")
+    assert "val_map50" in dom and (tmp_path / "charts.png").stat().st_size > 10_000
 
 
 def test_the_ui_command_starts_without_torch_ray_or_detectron2():

@@ -65,6 +65,18 @@ def test_sweep_asha_stops_a_bad_trial_and_optuna_learns(dup_data, cache_dir, pre
         assert all((c / "model.pth").is_file() for c in ckpts)
         assert "NUM_WORKERS: 1\n" in (ckpts[-1] / "config.yaml").read_text()
 
+    # Every trial's learning curve, drawn from the reports the driver received, shows its validation points, also a
+    # trial stopped after one epoch (val_map50 in matplotlib's first colour, right-hand panel).
+    import numpy as np
+    from PIL import Image
+
+    curves = sorted((tmp_path / "results" / "mlartifacts").rglob("learning_curve.png"))
+    assert len(curves) == 3
+    for curve in curves:
+        rgb = np.asarray(Image.open(curve).convert("RGB")).astype(int)
+        right = rgb[:, rgb.shape[1] // 2 :]
+        assert (np.abs(right - [31, 119, 180]).sum(axis=2) < 40).sum() > 15, curve
+
     # The Optuna study behind the searcher: finished trials COMPLETE with their score (the leaderboard's), trials ASHA
     # stopped PRUNED with their score per epoch (TPE ranks them below finished ones).
     from optuna.trial import TrialState

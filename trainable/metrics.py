@@ -6,7 +6,7 @@ METRIC = "val_map50"  # mask AP@0.5 at the course scorer's 100 detections, this 
 # leaderboard, MLflow and `export --best` rank trials by it (spaces/README.md, "Trial score").
 SCORE = "val_map50_best"
 PROGRESS = "progress"  # iterations done / the trial's iterations: ASHA's time axis (1.0 = the whole schedule)
-# Per-report metrics worth a curve in MLflow.
+# Per-report metrics worth a curve in MLflow (val_detections_per_image, capped at 100, is logged once per trial).
 METRIC_KEYS = (
     *LOSS_KEYS,
     "lr",
@@ -16,6 +16,5 @@ METRIC_KEYS = (
     "val_map50_all",
     "val_map",
     "val_map_all",
-    "val_detections_per_image",
     "val_seconds",
 )

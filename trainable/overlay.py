@@ -1,12 +1,14 @@
-"""Predicted masks drawn over a tile (a colour per nucleus, outlined), like the course report's figure 13."""
+"""Masks drawn over a tile (a colour per nucleus, outlined), like the course report's figure 13; for validation, the
+ground truth beside the prediction with a caption."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def confident(detections: list[dict], min_score: float = 0.5) -> list[dict]:
@@ -43,4 +45,21 @@ def save(image_path: str | Path, rles: list[dict], out_path: str | Path) -> Path
     image = np.asarray(Image.open(image_path).convert("RGB"))
     out_path = Path(out_path)
     Image.fromarray(draw(image, rles)).save(out_path)
+    return out_path
+
+
+def save_comparison(image_path: str | Path, truth: list[dict], predicted: list[dict], caption: str, out_path) -> Path:
+    """Ground truth (left) and prediction (right) on the same tile, side by side under a caption."""
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    h, w = image.shape[:2]
+    gap = 8
+    char = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength("nucleus ") / 8  # PIL's default font
+    lines = textwrap.wrap(caption, width=max(30, int((2 * w + gap - 8) / char)))
+    band = 8 + 14 * len(lines)
+    canvas = Image.new("RGB", (2 * w + gap, h + band), "white")
+    canvas.paste(Image.fromarray(draw(image, truth)), (0, band))
+    canvas.paste(Image.fromarray(draw(image, predicted)), (w + gap, band))
+    ImageDraw.Draw(canvas).multiline_text((4, 4), "\n".join(lines), fill="black", spacing=3)
+    out_path = Path(out_path)
+    canvas.save(out_path)
     return out_path

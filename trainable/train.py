@@ -279,10 +279,15 @@ class NucleiTrainer(DefaultTrainer):
         torch.save({"trainer": self.state_dict()}, Path(ckpt_dir, TRAINER_STATE))
         Path(ckpt_dir, "config.yaml").write_text(self.cfg.dump())
         Path(ckpt_dir, "state.json").write_text(json.dumps({**state, "hparams": self.hp}, indent=1))
-        first = self.data.val[0]
+        first, metrics = self.data.val[0], state["metrics"]
         dets = [r for r in getattr(self, "last_predictions", []) if r["image_id"] == first["image_id"]]
         shown = [d["segmentation"] for d in overlay.confident(dets)] if dets else []
-        overlay.save(first["file_name"], shown, Path(ckpt_dir, "val_overlay.png"))
+        truth = [a["segmentation"] for a in first["annotations"]]
+        caption = (
+            f"{first['image_id']}, epoch {state['epoch']}: val_map50 {metrics[METRIC]:.4f} over the validation tiles. "
+            f"Left: ground truth ({len(truth)} nuclei); right: prediction ({len(shown)} of {len(dets)} shown)"
+        )
+        overlay.save_comparison(first["file_name"], truth, shown, caption, Path(ckpt_dir, "val_overlay.png"))
         return ckpt_dir
 
 
