@@ -256,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         if device == "cuda" and not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device here")
         if row:
-            print(f"trial {row['trial_id']} (best val_map50 {row['best_val_map50']:.4f}), checkpoint {ckpt.name}")
+            number = f"{int(row['trial']):02d} " if "trial" in row else ""  # leaderboards before the trial column
+            print(
+                f"trial {number}({row['trial_id']}), best val_map50 {row['best_val_map50']:.4f}, checkpoint {ckpt.name}"
+            )
         info = export(ckpt, Path(data), out.resolve(), device, args.score_threshold, args.tta, args.max_dets)
     except (UsageError, ExportError, ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from search import outcome
-from search.space import Space
+from search.space import Space, param_text
 from trainable.metrics import SCORE
 
 
@@ -85,9 +85,9 @@ def summary(table: pd.DataFrame, space: Space, wall_s: float) -> str:
     ok = table[table["status"].isin(outcome.SCORED)] if len(table) else table
     if len(ok):
         b = ok.iloc[0]
-        hps = {n: _plain(b[f"hp.{n}"]) for n in space.searched_names() if f"hp.{n}" in table}
+        hps = ", ".join(f"{n} {param_text(_plain(b[f'hp.{n}']))}" for n in space.searched_names() if f"hp.{n}" in b)
         lines.append(
             f"best: trial {b['trial']:02d} ({b['trial_id']}) val_map50 {b['best_val_map50']:.4f} at epoch "
-            f"{b['best_epoch']} {hps}"
+            f"{int(b['best_epoch'])}: {hps}"
         )
     return "\n".join(lines)

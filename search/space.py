@@ -40,6 +40,17 @@ TOP_KEYS = {
 }
 
 
+def param_text(v) -> str:
+    """A param as people read it: 4 significant digits, lists as 20, 50, 80 (exact values: leaderboard.csv)."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(param_text(x) for x in v) or "none"
+    return str(v)
+
+
 class SpaceError(ValueError):
     """A problem in a space file: the message starts with 'file: key:'."""
 

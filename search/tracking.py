@@ -22,22 +22,11 @@ from ray.tune import Callback
 from search import outcome
 from search.checkpoints import best_checkpoint
 from search.leaderboard import trial_reports
-from search.space import Space
+from search.space import Space, param_text
 from search.sweeps import EXPERIMENT, VIEW_TAG_PREFIX, view_key
 from trainable.metrics import METRIC, METRIC_KEYS, SCORE
 
 TAG_SWEEP, TAG_TRIAL = "nucleitune.sweep", "nucleitune.trial_id"
-
-
-def param_text(v) -> str:
-    """A param as people read it: 4 significant digits, lists as 20, 50, 80 (exact values: leaderboard.csv)."""
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(param_text(x) for x in v) or "none"
-    return str(v)
 
 
 def view_state(space: Space, parent: str) -> dict:
