@@ -48,7 +48,7 @@ def test_best_picks_the_best_trials_best_checkpoint(swept, dup_data, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     board = pd.read_csv(folder / "leaderboard.csv", dtype={"trial_id": str})
     best = board.sort_values("best_val_map50", ascending=False).iloc[0]
-    assert f"trial {best['trial_id']} " in p.stdout
+    assert f"({best['trial_id']}), best val_map50 " in p.stdout
     used = p.stdout.split("checkpoint ")[1].split()[0]
     state = json.loads((folder / f"trial_{best['trial_id']}" / used / "state.json").read_text())
     assert state["metrics"]["val_map50"] == pytest.approx(best["best_val_map50"])

@@ -131,9 +131,9 @@ def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_id("nucleitune").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(runs) == 4 and sorted(r.info.run_name for r in children) == sorted(board["trial_id"])
+    assert len(runs) == 4 and sorted(r.data.tags["nucleitune.trial_id"] for r in children) == sorted(board["trial_id"])
     assert {r.info.status for r in runs} == {"FINISHED"}
     for child in children:  # every epoch once: the restarted trial's repeated epochs are not logged again
         assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_map50")) == [1, 2, 3]
@@ -141,7 +141,7 @@ def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
     # trial_seeds: per_trial: three seeds, recorded alike in the leaderboard and MLflow.
     assert board["hp.seed"].nunique() == 3
     seeds = dict(zip(board["trial_id"], board["hp.seed"].astype(int), strict=True))
-    assert {r.info.run_name: int(r.data.params["seed"]) for r in children} == seeds
+    assert {r.data.tags["nucleitune.trial_id"]: int(r.data.params["seed"]) for r in children} == seeds
 
 
 def test_tracking_server_down_does_not_stop_the_sweep(dup_data, cache_dir, tmp_path):
@@ -216,13 +216,13 @@ def test_raising_trial_is_retried_from_its_checkpoint_and_a_nan_trial_fails_alon
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id])
-    by_name = {r.info.run_name: r for r in runs if "mlflow.parentRunId" in r.data.tags}
-    assert set(by_name) == {good["trial_id"], bad["trial_id"]} and len(runs) == 3
-    assert by_name[good["trial_id"]].info.status == "FINISHED"
-    assert by_name[bad["trial_id"]].info.status == "FAILED"
-    assert "NaN/Inf" in by_name[bad["trial_id"]].data.tags["failure_reason"]
-    steps = [m.step for m in client.get_metric_history(by_name[good["trial_id"]].info.run_id, "val_map50")]
+    runs = client.search_runs([client.get_experiment_by_id("nucleitune").experiment_id])
+    by_id = {r.data.tags["nucleitune.trial_id"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert set(by_id) == {good["trial_id"], bad["trial_id"]} and len(runs) == 3
+    assert by_id[good["trial_id"]].info.status == "FINISHED"
+    assert by_id[bad["trial_id"]].info.status == "FAILED"
+    assert "NaN/Inf" in by_id[bad["trial_id"]].data.tags["failure_reason"]
+    steps = [m.step for m in client.get_metric_history(by_id[good["trial_id"]].info.run_id, "val_map50")]
     assert sorted(steps) == [1, 2, 3]  # the retry logged epoch 3 only, nothing twice
 
 
@@ -231,8 +231,9 @@ def test_time_budget_leaves_trials_unfinished_and_resume_continues_them_into_mlf
     honours its own budget; the last one completes the sweep and, MLflow on now, gives every trial its run."""
     space = _space(tmp_path, dup_data, cache_dir, scheduler="fifo", num_samples=3)
     results = tmp_path / "results"
-    first = _run("--space", str(space), "--results", str(results), "--name", "b", "--mlflow-uri", "off",
-                 "--time-budget-s", "25")
+    first = _run(
+        "--space", str(space), "--results", str(results), "--name", "b", "--mlflow-uri", "off", "--time-budget-s", "25"
+    )
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     assert "python -m search.run --resume --name b" in first.stderr
     board = pd.read_csv(results / "b" / "leaderboard.csv")
@@ -251,9 +252,9 @@ def test_time_budget_leaves_trials_unfinished_and_resume_continues_them_into_mlf
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_id("nucleitune").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(runs) == 4 and sorted(r.info.run_name for r in children) == sorted(board["trial_id"])
+    assert len(runs) == 4 and sorted(r.data.tags["nucleitune.trial_id"] for r in children) == sorted(board["trial_id"])
     assert {r.info.status for r in runs} == {"FINISHED"}
     for child in children:  # trials that ended before MLflow was on too, each epoch once
         assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_map50")) == [1, 2, 3]
