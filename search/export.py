@@ -1,6 +1,7 @@
 """Export a submission from a sweep's best model, or score a submission against labelled tiles.
 
     python -m search.export --best [--name SWEEP]          # best trial (highest val_map50), its best checkpoint
+    python -m search.export --best --refit [--name SWEEP]  # the best configuration re-trained on every labelled tile
     python -m search.export --trial ID [--name SWEEP]
     python -m search.export --checkpoint DIR                # any trial checkpoint folder (model.pth + config.yaml)
     python -m search.export --score answer.json --gt DIR    # AP50@100 (course), AP50 uncapped, AP; recall ceiling
@@ -21,11 +22,9 @@ import time
 import zipfile
 from pathlib import Path
 
-import pandas as pd
-
-from search import outcome
+from search import leaderboard, tuning  # noqa: F401 - tuning before search.checkpoints: Ray's environment defaults
 from search.checkpoints import best_checkpoint
-from search.sweeps import UsageError, check_name, latest_sweep, read_settings
+from search.sweeps import BOARD, UsageError, check_name, latest_sweep, read_settings
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
@@ -46,30 +45,26 @@ def _atomic_write(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple[Path, Path, dict]:
-    """(sweep folder, checkpoint folder, row of the leaderboard) for --best or --trial."""
+def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple[Path, Path, dict, str]:
+    """(sweep folder, checkpoint folder, row of the leaderboard, why) for --best (leaderboard.winner: the confirmed
+    winner where search.confirm ran, else the highest score) or --trial."""
     folder = results / (check_name(name) or latest_sweep(results))
-    board_path = folder / "leaderboard.csv"
-    if not board_path.is_file():
-        raise ExportError(f"{folder}: no leaderboard.csv (the sweep has not ended; resume it first)")
-    board = pd.read_csv(board_path, dtype={"trial_id": str})
+    board = leaderboard.read(folder)
     if trial:
         rows = board[board["trial_id"] == trial]
         if rows.empty:
-            raise ExportError(f"{board_path}: no trial {trial!r} (trials: {', '.join(board['trial_id'])})")
+            raise ExportError(f"{folder / BOARD}: no trial {trial!r} (trials: {', '.join(board['trial_id'])})")
+        row = rows.iloc[0].to_dict()
+        why = f"best val_map50 {row['best_val_map50']:.4f}"
     else:
-        rows = board[board["status"].isin(outcome.SCORED) & board["best_val_map50"].notna()]
-        if rows.empty:
-            raise ExportError(f"{board_path}: no finished trial to export")
-        rows = rows.sort_values("best_val_map50", ascending=False)
-    row = rows.iloc[0].to_dict()
+        row, why = leaderboard.winner(folder, board)
     # Always the sweep's own folder (not the leaderboard's path column): checkpoints are loaded with torch.load, so
     # only from the results tree unless named with --checkpoint; a sweep folder that was moved still exports.
     trial_dir = folder / f"trial_{row['trial_id']}"
     ckpt = best_checkpoint(trial_dir)
     if ckpt is None:
         raise ExportError(f"{trial_dir}: trial {row['trial_id']} has no checkpoint")
-    return folder, ckpt, row
+    return folder, ckpt, row, why
 
 
 def validate_submission(results: list[dict], index: list[dict]) -> None:
@@ -189,10 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--checkpoint", help="an explicit checkpoint folder (model.pth + config.yaml)")
     what.add_argument("--score", metavar="SUBMISSION", help="score a submission JSON against --gt")
     p.add_argument("--gt", help="labelled tiles for --score: <id>/images + <id>/masks (or a dataset root)")
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        help="with --best or --trial: re-train that configuration on every labelled tile (train and validation) for "
+        "the schedule the search chose, as a Ray Tune trial in RESULTS/NAME/refit, then export from it; an existing "
+        "refit is reused",
+    )
+    p.add_argument("--force", action="store_true", help="with --refit: train anew even if a refit exists")
+    p.add_argument("--address", help="with --refit: Ray cluster to join (default: start a local Ray)")
     p.add_argument("--name", help="sweep name (default: the latest in --results)")
     p.add_argument("--results", default="results", help="folder of sweeps (default: %(default)s)")
-    p.add_argument("--data", help="dataset with test/ and test_img_ids.json (default: the sweep's data)")
-    p.add_argument("--out", help="submission JSON (default: RESULTS/NAME/submission/answer.json)")
+    p.add_argument(
+        "--data", help="dataset with test/ and test_img_ids.json, and train/ for --refit (default: the sweep's data)"
+    )
+    p.add_argument(
+        "--out", help="submission JSON (default: RESULTS/NAME/submission/answer.json; --refit: RESULTS/NAME/refit/...)"
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--score-threshold", type=float, help="drop detections below this score (default: the model's)")
     p.add_argument("--tta", action="store_true", help="test-time flip augmentation (Detectron2's TTA)")
@@ -236,20 +244,35 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.score_threshold is not None and not 0 <= args.score_threshold < 1:
             raise UsageError(f"--score-threshold must be in [0, 1), got {args.score_threshold}")
+        if args.refit and args.checkpoint:
+            raise UsageError("--refit re-trains a trial of a sweep: use it with --best or --trial")
+        for flag in ("force", "address"):
+            if getattr(args, flag) and not args.refit:
+                raise UsageError(f"--{flag} goes with --refit")
         results = Path(args.results).resolve()
         if args.checkpoint:
             ckpt = Path(args.checkpoint).resolve()
             if not ckpt.is_dir():
                 raise ExportError(f"{ckpt}: checkpoint folder not found")
-            folder, row = None, {}
+            folder, row, why = None, {}, ""
         else:
-            folder, ckpt, row = pick_checkpoint(results, args.name, args.trial)
+            folder, ckpt, row, why = pick_checkpoint(results, args.name, args.trial)
+        refit_job = None
+        if args.refit:
+            from search import refit
+
+            refit_job, refit_ctx = refit.plan(folder, row, args.data, args.force)
+            if args.address:
+                from search import preflight
+
+                preflight.probe_address(args.address)
         data = args.data
         if data is None and folder is not None:
             data = read_settings(folder)["settings"]["data"]
         if data is None:
             raise UsageError("--data DIR is needed with --checkpoint")
-        out = Path(args.out) if args.out else (folder or ckpt) / "submission" / "answer.json"
+        where = folder / "refit" if refit_job else (folder or ckpt)
+        out = Path(args.out) if args.out else where / "submission" / "answer.json"
         import torch
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -257,18 +280,32 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--device cuda: no CUDA device here")
         if row:
             number = f"{int(row['trial']):02d} " if "trial" in row else ""  # leaderboards before the trial column
-            print(
-                f"trial {number}({row['trial_id']}), best val_map50 {row['best_val_map50']:.4f}, checkpoint {ckpt.name}"
-            )
+            print(f"trial {number}({row['trial_id']}), {why}" + ("" if refit_job else f", checkpoint {ckpt.name}"))
+        if refit_job:
+            load_test_index(data)  # the test tiles are checked before the refit trains
+            ckpt = refit.refit(folder, refit_job, refit_ctx, args.address, args.force)
         info = export(ckpt, Path(data), out.resolve(), device, args.score_threshold, args.tta, args.max_dets)
     except (UsageError, ExportError, ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from search.refit import RefitError
+
+        if not isinstance(e, RefitError):
+            raise
+        print(f"error: {e}", file=sys.stderr)  # the refit did not end: running the command again continues it
+        return 1
     print(
         f"submission: {info['submission']} ({info['detections']} detections on {info['tiles']} tiles, "
         f"{info['seconds_per_tile']:.1f} s per tile; validated with pycocotools)\nzip: {info['zip']}\n"
         f"overlays: {info['overlays']}"
     )
+    if refit_job:
+        print(
+            f"note: the refit model ({ckpt}) learned from every labelled tile: no validation data is left, so it has "
+            "no val_map50; the sweep's score is the estimate (the confirmation's mean where it ran). Measure it with "
+            "--score SUBMISSION --gt DIR on labelled tiles it has not seen."
+        )
     return 0
 
 

@@ -9,7 +9,10 @@ import pandas as pd
 
 from search import outcome
 from search.space import Space, param_text
+from search.sweeps import BOARD, CONFIRMED, UsageError
 from trainable.metrics import SCORE
+
+CONFIRM_COLUMNS = {"mean_val_map50": "confirm_mean", "std_val_map50": "confirm_std", "folds_scored": "confirm_folds"}
 
 
 def _first_line(text: str | None) -> str:
@@ -91,3 +94,35 @@ def summary(table: pd.DataFrame, space: Space, wall_s: float) -> str:
             f"{int(b['best_epoch'])}: {hps}"
         )
     return "\n".join(lines)
+
+
+def read(folder: Path) -> pd.DataFrame:
+    """A sweep's leaderboard.csv; a sweep without one has not ended."""
+    path = folder / BOARD
+    if not path.is_file():
+        raise UsageError(f"{folder}: no {BOARD} (the sweep has not ended; resume it first)")
+    return pd.read_csv(path, dtype={"trial_id": str})
+
+
+def with_confirmation(board: pd.DataFrame, confirmed: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard with each confirmed trial's mean val_map50 over folds and its spread (confirm_* columns)."""
+    board = board.drop(columns=[c for c in CONFIRM_COLUMNS.values() if c in board])
+    extra = confirmed[["trial_id", *CONFIRM_COLUMNS]].rename(columns=CONFIRM_COLUMNS)
+    return board.merge(extra, on="trial_id", how="left")
+
+
+def winner(folder: Path, board: pd.DataFrame) -> tuple[dict, str]:
+    """(leaderboard row, why) of the trial to ship: the winner of search.confirm where it ran to the end, else the
+    scored trial with the highest score."""
+    confirmed = folder / CONFIRMED
+    if confirmed.is_file():
+        top = pd.read_csv(confirmed, dtype={"trial_id": str}).iloc[0]
+        rows = board[board["trial_id"] == top["trial_id"]]
+        if len(rows):
+            why = f"confirmed winner: mean val_map50 {top['mean_val_map50']:.4f} over {int(top['folds_scored'])} folds"
+            return rows.iloc[0].to_dict(), why
+    rows = board[board["status"].isin(outcome.SCORED) & board["best_val_map50"].notna()]
+    if rows.empty:
+        raise UsageError(f"{folder / BOARD}: no finished trial")
+    best = rows.sort_values("best_val_map50", ascending=False, kind="stable").iloc[0].to_dict()
+    return best, f"best val_map50 {best['best_val_map50']:.4f}"

@@ -68,3 +68,9 @@ def number(experiment_tag: str, searcher: str) -> int:
     """A trial's number in its sweep (1, 2, ...), from the tag Ray gives it: Optuna's generator counts from 1, Ray's
     variant generator (random, grid) from 0."""
     return int(experiment_tag.split("_")[0]) + (0 if searcher == "optuna" else 1)
+
+
+def complete(statuses, expected: int) -> bool:
+    """A sweep (or rerun) is complete when `expected` trials ended and none is left unfinished."""
+    statuses = list(statuses)
+    return sum(s in ENDED for s in statuses) >= expected and "unfinished" not in statuses

@@ -35,7 +35,8 @@ def learning_curve(reports: list[dict], out: Path) -> Path:
         if key in df:
             ax2.plot(df["epoch"], df[key], style, label=label)
     top = max([df[k].max() for k in (METRIC, "val_map50_all") if k in df] or [0.0])
-    ax2.set(xlabel="epoch", ylabel="mask AP@0.5", title="validation", ylim=(0, max(0.02, 1.15 * top)))
+    title = "validation" if METRIC in df else "validation: none (a refit learns from every labelled tile)"
+    ax2.set(xlabel="epoch", ylabel="mask AP@0.5", title=title, ylim=(0, max(0.02, 1.15 * top)))
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.has_data():

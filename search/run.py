@@ -16,22 +16,15 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-# Before Ray is imported: the classic progress table, no usage stats, no snapshot-sync warning.
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-# A tracking server that is down must cost seconds, not MLflow's default minutes of retries per call.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-
-from search import leaderboard, outcome, preflight  # noqa: E402
-from search.space import Space, SpaceError, check_choices, describe, load_space  # noqa: E402
-from search.sweeps import SETTINGS_FILE, SPACE_COPY, UsageError, check_name, latest_sweep, read_settings  # noqa: E402
-from trainable.cli import OneLineParser  # noqa: E402
-from trainable.config import ConfigError  # noqa: E402
-from trainable.data import DatasetError, Split, load_train_records  # noqa: E402
-from trainable.metrics import METRIC, SCORE  # noqa: E402
-from trainable.train import Settings  # noqa: E402
+from search import leaderboard, outcome, preflight
+from search.space import Space, SpaceError, check_choices, describe, load_space
+from search.sweeps import SETTINGS_FILE, SPACE_COPY, UsageError, check_name, latest_sweep, read_settings
+from search.tuning import ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
+from trainable.cli import OneLineParser
+from trainable.config import ConfigError
+from trainable.data import DatasetError, Split, load_train_records
+from trainable.metrics import METRIC, SCORE
+from trainable.train import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,21 +184,10 @@ def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, ca
             scheduler=build_scheduler(space),
             num_samples=num_samples,
             max_concurrent_trials=space.max_concurrent,
-            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
-            trial_name_creator=lambda t: t.trial_id,
+            **tune_names(),
         ),
-        run_config=tune.RunConfig(
-            name=folder.name,
-            storage_path=str(folder.parent),
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order="max"
-            ),  # the checkpoint of the best report; Ray always keeps the latest too
-            failure_config=tune.FailureConfig(max_failures=space.max_failures),
-            sync_config=tune.SyncConfig(sync_artifacts=True),  # trial.log from each trial's working folder
-            progress_reporter=reporter,
-            callbacks=callbacks,
-            verbose=1,
-        ),
+        # The checkpoint of the best report (val_map50); Ray always keeps the latest too.
+        run_config=run_config(folder, space, reporter, callbacks, score=METRIC),
     )
 
 
@@ -231,21 +213,6 @@ def _searched_names(space: Space) -> list[str]:
         + ([f"decay_{i}" for i in range(1, space.params["decay"].count[1] + 1)] if "decay" in space.params else [])
         + (["seed"] if space.trial_seeds == "per_trial" else [])
     )
-
-
-def start_ray(address: str | None) -> None:
-    import ray
-
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        # A private local Ray, reachable from this machine only (127.0.0.1), dashboard off, temp files in /tmp.
-        ray.init(
-            include_dashboard=False,
-            log_to_driver=False,
-            _node_ip_address="127.0.0.1",
-            _temp_dir=str(Path("/tmp") / f"ray-{os.getuid()}"),
-        )
 
 
 def save_sweep(args, space: Space, settings: Settings, folder: Path) -> None:
@@ -329,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start_ray(args.address)
     except Exception as e:  # noqa: BLE001 - refused, wrong token, not a Ray port...: nothing written yet
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        print(f"error: {'--address ' + args.address if args.address else 'local Ray'}: {reason}", file=sys.stderr)
+        print(ray_error(args.address, e), file=sys.stderr)
         return 2
     fit_error = None
     try:
@@ -362,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: Ray Tune stopped with {fit_error}", file=sys.stderr)
     expected = space.trial_count()
     ended = table["status"].isin(outcome.ENDED).sum() if len(table) else 0
-    complete = ended >= expected and not (table["status"] == "unfinished").any()
+    complete = outcome.complete(table["status"] if len(table) else [], expected)
     if mlflow_callback:
         from search import tracking
 

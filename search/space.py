@@ -32,6 +32,7 @@ TOP_KEYS = {
     "trial_seeds": str,
     "resources": dict,
     "asha": dict,
+    "confirm": dict,
     "max_failures": int,
     "settings": dict,
     "fixed": dict,
@@ -85,6 +86,8 @@ class Space:
     # ASHA's rungs are fractions of each trial's own schedule (trainable.metrics.PROGRESS), not epochs: a 100- and a
     # 200-epoch trial are compared at the same point of their LR schedules (spaces/README.md, "Early stopping").
     asha: dict[str, float] = field(default_factory=lambda: {"grace_period": 0.1, "reduction_factor": 3})
+    # search.confirm's defaults: the `top` best configurations, re-trained on the other folds of `folds`.
+    confirm: dict[str, int] = field(default_factory=lambda: {"top": 3, "folds": 5})
     max_failures: int = 2
     points_to_evaluate: list[dict] = field(default_factory=list)
     description: str = ""
@@ -330,6 +333,7 @@ def load_space(path: str | Path) -> Space:
         raise _err(path, "num_samples", "num_samples and max_concurrent must be >= 1, max_failures >= 0")
     space.resources = _resources(path, doc.get("resources", {"cpu": 1, "gpu": 0}))
     space.asha = _asha(path, doc.get("asha", {}))
+    space.confirm = _confirm(path, doc.get("confirm", {}))
     _check_corners(path, space)
     space.points_to_evaluate = [_point(path, i, pt, space) for i, pt in enumerate(doc.get("points_to_evaluate", []))]
     return space
@@ -370,6 +374,17 @@ def _asha(path: Path, a: dict) -> dict[str, float]:
         )
     if isinstance(rf, bool) or not isinstance(rf, (int, float)) or rf < 2:
         raise _err(path, "asha.reduction_factor", f"expected a number >= 2, got {rf!r}")
+    return out
+
+
+def _confirm(path: Path, c: dict) -> dict[str, int]:
+    unknown = set(c) - {"top", "folds"}
+    if unknown:
+        raise _err(path, "confirm", f"unknown key(s) {sorted(unknown)}; use top and folds")
+    out = {"top": c.get("top", 3), "folds": c.get("folds", 5)}
+    for k, least in (("top", 1), ("folds", 2)):
+        if isinstance(out[k], bool) or not isinstance(out[k], int) or out[k] < least:
+            raise _err(path, f"confirm.{k}", f"expected an integer >= {least}, got {out[k]!r}")
     return out
 
 

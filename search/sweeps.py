@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 SPACE_COPY, SETTINGS_FILE = "space.yaml", "sweep.json"
+BOARD, CONFIRMED = "leaderboard.csv", "confirm.csv"  # a sweep's trials, ranked; its confirmation (search.confirm)
 EXPERIMENT = "nucleitune"  # the MLflow experiment of every sweep
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # an MLflow UI saved view, stored as an experiment tag
 

@@ -27,16 +27,21 @@ from search.sweeps import EXPERIMENT, VIEW_TAG_PREFIX, view_key
 from trainable.metrics import METRIC, METRIC_KEYS, SCORE
 
 TAG_SWEEP, TAG_TRIAL = "nucleitune.sweep", "nucleitune.trial_id"
+# What a run under the sweep's run is: a sweep trial, a confirmation trial or the refit (search.reruns). The sweep's
+# view shows its trials only; confirmation and refit runs carry the sweep trial they re-train (TAG_OF).
+TAG_ROLE, TAG_OF = "nucleitune.role", "nucleitune.of_trial"
 
 
-def view_state(space: Space, parent: str) -> dict:
-    """MLflow UI view state (what the UI's "Save view" stores): filter, order, columns, charts."""
+def view_state(space: Space, parent: str, confirmed: bool = False) -> dict:
+    """MLflow UI view state (what the UI's "Save view" stores): filter, order, columns, charts; `confirmed`: with the
+    columns of search.confirm (mean val_map50 over folds and its spread)."""
 
     def col(kind: str, key: str) -> str:
         return f"{kind}.`{key}`"
 
     hours = outcome.hours_key(space.resources)
-    columns = [col("metrics", k) for k in (SCORE, "best_epoch", hours)] + [col("tags", "status")]
+    confirm = ["confirm_mean_val_map50", "confirm_std_val_map50"] if confirmed else []
+    columns = [col("metrics", k) for k in (SCORE, *confirm, "best_epoch", hours)] + [col("tags", "status")]
     columns += [col("params", n) for n in space.searched_names()]
     section = "metrics"
 
@@ -51,7 +56,7 @@ def view_state(space: Space, parent: str) -> dict:
 
     charts = [(METRIC, "LINE"), (SCORE, "LINE"), ("total_loss", "LINE"), (hours, "BAR")]
     return {
-        "searchFilter": f"tags.mlflow.parentRunId = '{parent}'",
+        "searchFilter": f"tags.mlflow.parentRunId = '{parent}' and tags.`{TAG_ROLE}` = 'trial'",
         "orderByKey": col("metrics", SCORE),
         "orderByAsc": False,
         "startTime": "ALL",
@@ -145,18 +150,23 @@ class Tracker:
 
         return self.safe("creating the sweep's run", _start)
 
+    def find_child(self, parent: str, trial_id: str):
+        """The run of a Ray trial under the sweep's run, or None."""
+        found = self.client.search_runs(
+            [self.experiment_id()],
+            filter_string=f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent}'",
+            max_results=1,
+        )
+        return found[0] if found else None
+
     def child_run(self, parent: str, trial_id: str, name: str, params: dict, tags: dict) -> str | None:
         """The trial's run: found by tag if it exists (restarted trial: running again), else created with its params."""
 
         def _get():
-            found = self.client.search_runs(
-                [self.experiment_id()],
-                filter_string=f"tags.`{TAG_TRIAL}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent}'",
-                max_results=1,
-            )
+            found = self.find_child(parent, trial_id)
             if found:
-                run_id = found[0].info.run_id
-                if found[0].info.status != "RUNNING":
+                run_id = found.info.run_id
+                if found.info.status != "RUNNING":
                     self.client.update_run(run_id, status="RUNNING")
                 return run_id
             run = self.client.create_run(
@@ -170,12 +180,12 @@ class Tracker:
 
         return self.safe("creating a trial's run", _get)
 
-    def save_view(self, parent: str, space: Space, sweep: str) -> None:
+    def save_view(self, parent: str, space: Space, sweep: str, confirmed: bool = False) -> None:
         """The sweep's view of the runs table (sweeps.view_key; search.ui opens it): its trials only, best score first,
         with the columns that answer "which trial is best, and why", and its charts, val_map50 first."""
 
         def _save():
-            state = view_state(space, parent)
+            state = view_state(space, parent, confirmed)
             packed = "deflate;" + base64.b64encode(zlib.compress(json.dumps(state).encode())).decode()
             now = int(time.time() * 1000)
             value = json.dumps({"name": f"sweep {sweep}", "createdAt": now, "updatedAt": now, "state": packed})
@@ -210,17 +220,26 @@ class MLflowCallback(Callback):
 
     def __init__(self, tracker: Tracker, parent_run_id: str, space: Space, num_train_images: int, folder: Path):
         self.tracker, self.parent, self.space, self.num_train = tracker, parent_run_id, space, num_train_images
-        self.folder = folder
+        self.folder = folder  # the Ray experiment folder: the sweep's, or search.reruns' inside it
         self.runs: dict[str, str] = {}
         self.logged: dict[str, int] = {}  # trial id -> last epoch its run holds
         self.results: dict[str, dict[int, dict]] = {}  # trial id -> epoch -> report, as received
 
+    def labels(self, config: dict, number: int) -> tuple[str, dict, dict]:
+        """(run name, params, tags) of a trial's run."""
+        hp = self.space.hparams(config)
+        return run_name(number, hp, self.space, config), hp, {TAG_SWEEP: self.folder.name, TAG_ROLE: "trial"}
+
+    def hparams(self, config: dict) -> dict:
+        return self.space.hparams(config)
+
+    def train_images(self, config: dict) -> int:
+        return self.num_train
+
     def attach(self, trial_id: str, config: dict, number: int) -> str | None:
         if trial_id not in self.runs:
-            hp = self.space.hparams(config)
-            name = run_name(number, hp, self.space, config)
-            tags = {TAG_SWEEP: self.folder.name}
-            run_id = self.tracker.child_run(self.parent, trial_id, name, hp, tags)
+            name, params, tags = self.labels(config, number)
+            run_id = self.tracker.child_run(self.parent, trial_id, name, params, tags)
             if run_id is None:
                 return None
             self.runs[trial_id], self.logged[trial_id] = run_id, self.tracker.last_step(run_id)
@@ -267,7 +286,7 @@ class MLflowCallback(Callback):
         client, log = self.tracker.client, self.tracker.safe
         reports = [self.results[trial_id][e] for e in sorted(self.results[trial_id])]
         s = outcome.summary(ray_status, reports, self.space.resources)
-        hp = self.space.hparams(config)
+        hp = self.hparams(config)
         tags = {"status": s["status"]}
         if s["status"] in ("failed", "error"):
             tags["failure_reason"] = (reason or s["failure_reason"])[:5000]
@@ -283,11 +302,11 @@ class MLflowCallback(Callback):
         tags = [RunTag(k, v) for k, v in tags.items()]
         log("summarising a run", client.log_batch, run_id, metrics=metrics, tags=tags)
         if s["status"] != "unfinished":
-            self._pictures(run_id, self.folder / f"trial_{trial_id}", hp, reports)
+            self._pictures(run_id, self.folder / f"trial_{trial_id}", hp, reports, self.train_images(config))
         mlflow_status = {"finished": "FINISHED", "stopped_early": "FINISHED", "unfinished": "KILLED"}
         log("closing a run", client.set_terminated, run_id, mlflow_status.get(s["status"], "FAILED"))
 
-    def _pictures(self, run_id: str, trial_dir: Path, hp: dict, reports: list[dict]) -> None:
+    def _pictures(self, run_id: str, trial_dir: Path, hp: dict, reports: list[dict], num_train: int) -> None:
         """Learning curve, LR schedule, the best report's validation overlay (prediction next to ground truth) at the
         top of the run's artifacts, so that the compare page shows them side by side; the best checkpoint's config
         and state under best_checkpoint/. Each on its own: one that cannot be made does not hold back the others."""
@@ -298,9 +317,7 @@ class MLflowCallback(Callback):
         curve = self.tracker.safe(
             "plotting a learning curve", plots.learning_curve, reports, out / "learning_curve.png"
         )
-        lrs = self.tracker.safe(
-            "plotting an LR schedule", plots.lr_schedule, hp, self.num_train, out / "lr_schedule.png"
-        )
+        lrs = self.tracker.safe("plotting an LR schedule", plots.lr_schedule, hp, num_train, out / "lr_schedule.png")
         best = best_checkpoint(trial_dir)
         overlay = best / "val_overlay.png" if best and (best / "val_overlay.png").is_file() else None
         for path in (curve, lrs, overlay):
@@ -387,3 +404,77 @@ def sweep_note(callback: MLflowCallback, folder: Path, space: Space, table) -> s
         lines.append(f"| {rank} | {trial} | {row['status']} | {score} | {epoch} | {values} |")
     lines += ["", f"Export the best: `python -m search.export --best --results {folder.parent} --name {folder.name}`"]
     return "\n".join(lines)
+
+
+class RerunCallback(MLflowCallback):
+    """Confirmation and refit trials (search.reruns) as runs under the sweep's run: named for the sweep trial they
+    re-train (and the fold), tagged with their role and that trial, params with the fold's validation tiles."""
+
+    def __init__(self, tracker: Tracker, parent_run_id: str, space: Space, folder: Path, sweep: str):
+        super().__init__(tracker, parent_run_id, space, 0, folder)
+        self.sweep = sweep
+
+    def labels(self, config: dict, number: int) -> tuple[str, dict, dict]:
+        job = config["job"]
+        hp = self.hparams(config)
+        name = run_name(job["trial"], hp, self.space, job["config"])
+        if job["role"] == "confirm":
+            name = f"confirm {name.split(' (point')[0]} fold {job['fold']}"
+        else:
+            name = f"{job['role']} {name.split(' (point')[0]}"
+        params = {**hp, "val_tiles": job["split"]["val_ids"], "train_tiles": job["num_train"]}
+        if job["role"] == "confirm":
+            params["fold"] = f"{job['fold']} of {job['folds']}"
+        tags = {TAG_SWEEP: self.sweep, TAG_ROLE: job["role"], TAG_OF: job["trial_id"]}
+        return name, params, tags
+
+    def hparams(self, config: dict) -> dict:
+        return self.space.hparams(config["job"]["config"])
+
+    def train_images(self, config: dict) -> int:
+        return config["job"]["num_train"]
+
+    def _number(self, trial) -> int:
+        return trial.config["job"]["trial"]
+
+
+def close_reruns(callback: RerunCallback, trials: list[tuple[str, dict, str]]) -> None:
+    """Every rerun trial's run closed, also one that ended before this launch attached MLflow: (id, config, status)
+    with status as search.outcome names it."""
+    closed = {
+        r.data.tags.get(TAG_TRIAL)
+        for r in callback.tracker.safe(
+            "reading the sweep's runs",
+            callback.tracker.client.search_runs,
+            [callback.tracker.experiment_id()],
+            filter_string=f"tags.`mlflow.parentRunId` = '{callback.parent}' and tags.`{TAG_ROLE}` != 'trial'",
+            max_results=10000,
+        )
+        or []
+        if r.info.status != "RUNNING"
+    }
+    for trial_id, config, status in trials:
+        if trial_id not in closed:
+            ray_status = {"error": "ERROR", "unfinished": "RUNNING"}.get(status, "TERMINATED")
+            callback.close(trial_id, config, config["job"]["trial"], ray_status)
+
+
+def log_confirmation(tracker: Tracker, parent: str, space: Space, sweep: str, table, winner_note: str) -> None:
+    """Each confirmed sweep trial's run gets its mean and spread over folds, the sweep's view their columns, the
+    sweep's run the winner's line."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    for row in table.itertuples():
+        found = tracker.safe("finding a trial's run", tracker.find_child, parent, row.trial_id)
+        if found is None:
+            continue
+        values = {
+            "confirm_mean_val_map50": row.mean_val_map50,
+            "confirm_std_val_map50": row.std_val_map50,
+            "confirm_folds": row.folds_scored,
+        }
+        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v == v]  # NaN: not enough folds
+        tracker.safe("logging a confirmation", tracker.client.log_batch, found.info.run_id, metrics=metrics)
+    tracker.safe("tagging the sweep's run", tracker.client.set_tag, parent, "nucleitune.confirmation", winner_note)
+    tracker.save_view(parent, space, sweep, confirmed=True)

@@ -236,6 +236,18 @@ class NucleiTrainer(DefaultTrainer):
                 metrics[key] = float(h.latest() if key == "lr" else h.avg(window))
         if "time" in storage.histories():
             metrics["sec_per_iter"] = float(storage.history("time").avg(window))
+        if not self.data.val:  # a refit on every labelled tile: losses and a checkpoint, nothing to score
+            logger.info(
+                "epoch %d (iter %d/%d): loss %.3f (no validation data)",
+                metrics["epoch"],
+                done,
+                self.max_iter,
+                metrics.get("total_loss", float("nan")),
+            )
+            self.report(
+                metrics, self.save_checkpoint({"epoch": metrics["epoch"], "iteration": done, "metrics": metrics})
+            )
+            return
         start = time.perf_counter()
         metrics.update(self.validate())
         metrics["val_seconds"] = time.perf_counter() - start
@@ -278,7 +290,10 @@ class NucleiTrainer(DefaultTrainer):
         DetectionCheckpointer(self.model, ckpt_dir).save("model")
         torch.save({"trainer": self.state_dict()}, Path(ckpt_dir, TRAINER_STATE))
         Path(ckpt_dir, "config.yaml").write_text(self.cfg.dump())
-        Path(ckpt_dir, "state.json").write_text(json.dumps({**state, "hparams": self.hp}, indent=1))
+        images = {"train": [r["image_id"] for r in self.data.train], "val": [r["image_id"] for r in self.data.val]}
+        Path(ckpt_dir, "state.json").write_text(json.dumps({**state, "hparams": self.hp, "images": images}, indent=1))
+        if not self.data.val:
+            return ckpt_dir
         first, metrics = self.data.val[0], state["metrics"]
         dets = [r for r in getattr(self, "last_predictions", []) if r["image_id"] == first["image_id"]]
         shown = [d["segmentation"] for d in overlay.confident(dets)] if dets else []

@@ -1,0 +1,213 @@
+"""Confirm a sweep's best configurations on other folds: is the winner still the winner?
+
+    python -m search.confirm [--name SWEEP] [--top K] [--folds N] [--address auto]
+
+The labelled tiles are split into N folds; fold 0 is the sweep's own validation tiles, the others share the rest
+(a seeded shuffle, dealt in turn). Each of the K best trials of the sweep is re-trained, with its hyperparameters and
+seed, on every fold's complement and scored on the fold, as Ray Tune trials with the sweep's resources; its fold-0
+score is its sweep score (a trial that ASHA stopped early is re-trained on fold 0 too: its sweep score covers only
+part of its schedule). Ranked by mean val_map50_best over the N folds, with its standard deviation: confirm.csv beside
+the leaderboard, which gains the columns confirm_mean, confirm_std and confirm_folds; MLflow runs under the sweep's
+run (role `confirm`). Run it again to continue an interrupted confirmation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from search import leaderboard, outcome, reruns
+from search.space import SpaceError
+from search.sweeps import BOARD, CONFIRMED, UsageError, check_name, latest_sweep
+from trainable.cli import OneLineParser
+from trainable.config import ConfigError
+from trainable.data import DatasetError, Split, load_train_records
+
+FOLDER = "confirm"  # inside the sweep's folder: the Ray experiment of the confirmation trials
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="python -m search.confirm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--name", help="sweep name (default: the latest in --results)")
+    p.add_argument("--results", default="results", help="folder of sweeps (default: %(default)s)")
+    p.add_argument("--top", type=int, help="how many of the best trials to confirm (default: the space's confirm.top)")
+    p.add_argument("--folds", type=int, help="folds of the labelled tiles (default: the space's confirm.folds)")
+    p.add_argument("--address", help="Ray cluster to join: 'auto' or host:port (default: start a local Ray)")
+    return p
+
+
+def make_folds(ids: list[str], val_ids: list[str], n: int, seed: int) -> list[list[str]]:
+    """N folds of the labelled tiles `ids`: fold 0 is `val_ids` (the sweep's validation), folds 1..N-1 deal the rest
+    in a shuffle seeded by `seed`. Refused when a fold would be empty."""
+    rest = sorted(set(ids) - set(val_ids))
+    if n < 2 or n - 1 > len(rest):
+        raise UsageError(
+            f"--folds {n}: needs 2 to {len(rest) + 1} folds (the sweep's {len(val_ids)} validation tiles are one, its "
+            f"other {len(rest)} tiles make the others: no fold may be empty)"
+        )
+    random.Random(seed).shuffle(rest)
+    return [sorted(val_ids)] + [sorted(rest[i :: n - 1]) for i in range(n - 1)]
+
+
+def candidates(board: pd.DataFrame, top: int) -> pd.DataFrame:
+    """The `top` best scored trials of the leaderboard, best first."""
+    if top < 1:
+        raise UsageError(f"--top must be >= 1, got {top}")
+    scored = board[board["status"].isin(outcome.SCORED) & board["best_val_map50"].notna()]
+    if top > len(scored):
+        raise UsageError(
+            f"--top {top}: the sweep has {len(scored)} scored trial(s) (finished or stopped early) to confirm"
+        )
+    return scored.sort_values("best_val_map50", ascending=False, kind="stable").head(top)
+
+
+def plan(folder: Path, top: int | None, folds: int | None) -> tuple[list[dict], dict]:
+    """Every check and the confirmation's jobs, before anything is written: (jobs, context)."""
+    space, settings, saved = reruns.sweep_space(folder)
+    board = leaderboard.read(folder)
+    if not outcome.complete(board["status"], space.trial_count()):
+        raise UsageError(
+            f"{folder}: the sweep is unfinished: continue it first (python -m search.run --resume --name "
+            f"{folder.name} --results {folder.parent})"
+        )
+    top = space.confirm["top"] if top is None else top
+    folds = space.confirm["folds"] if folds is None else folds
+    chosen = candidates(board, top)
+    if not Path(settings.data).is_dir():
+        raise UsageError(f"{settings.data}: the sweep's data folder is missing (moved?)")
+    records, _ = load_train_records(settings.data, settings.cache_dir)
+    ids = [r["image_id"] for r in records]
+    _, val_ids = Split.from_dict(settings.split).apply(ids)
+    tiles = make_folds(ids, val_ids, folds, Split.from_dict(settings.split).seed)
+    jobs = []
+    for row in chosen.to_dict("records"):
+        config = json.loads((folder / f"trial_{row['trial_id']}" / "params.json").read_text())
+        for f in range(0 if row["status"] != "finished" else 1, folds):
+            jobs.append(reruns.job("confirm", row, config, tiles[f], len(ids) - len(tiles[f]), fold=f, folds=folds))
+    done = reruns.read_jobs(folder / FOLDER)
+    if done is not None and done != jobs:
+        old = {(j["trial_id"], j["folds"]) for j in done}
+        raise UsageError(
+            f"{folder / FOLDER}: holds a confirmation of other trials or folds ({len({t for t, _ in old})} trials, "
+            f"{next(iter(old))[1]} folds): delete that folder to confirm anew"
+        )
+    return jobs, {"space": space, "settings": settings, "saved": saved, "board": board, "chosen": chosen}
+
+
+def rank(chosen: pd.DataFrame, rows: list[dict], folds: int) -> pd.DataFrame:
+    """One row per confirmed trial: sweep score, the score on each fold, mean and standard deviation over the folds
+    that scored, best mean first (ties: the sweep's order)."""
+    out = []
+    for order, c in enumerate(chosen.to_dict("records")):
+        per_fold = {0: c["best_val_map50"]} if c["status"] == "finished" else {}
+        for r in rows:
+            if r["job"]["trial_id"] == c["trial_id"] and r["status"] in outcome.SCORED + ("failed",):
+                per_fold[r["job"]["fold"]] = r["score"]
+        scores = pd.Series([per_fold[f] for f in sorted(per_fold)], dtype=float)
+        out.append(
+            {
+                "trial": int(c["trial"]),
+                "trial_id": c["trial_id"],
+                "sweep_status": c["status"],
+                "sweep_val_map50": c["best_val_map50"],
+                **{f"fold_{f}": per_fold.get(f) for f in range(folds)},
+                "mean_val_map50": scores.mean(),
+                "std_val_map50": scores.std(),  # sample standard deviation (ddof=1); NaN from one fold
+                "folds_scored": len(scores),
+                "sweep_rank": order + 1,
+            }
+        )
+    table = pd.DataFrame(out).sort_values(["mean_val_map50", "sweep_rank"], ascending=[False, True])
+    return table.reset_index(drop=True)
+
+
+def verdict(table: pd.DataFrame) -> str:
+    """The line that says whether confirmation changed the winner."""
+
+    def who(r) -> str:
+        return f"trial {int(r['trial']):02d} ({r['trial_id']})"
+
+    def score(r) -> str:
+        return f"mean val_map50 {r['mean_val_map50']:.4f} ± {r['std_val_map50']:.4f} over {r['folds_scored']} folds"
+
+    first = table.iloc[0]
+    sweep_best = table.sort_values("sweep_rank").iloc[0]
+    if first["trial_id"] == sweep_best["trial_id"]:
+        line = f"winner confirmed: {who(first)}, {score(first)} (sweep score {first['sweep_val_map50']:.4f})"
+        other = table.iloc[1] if len(table) > 1 else None
+    else:
+        line = f"winner changed: {who(first)}, {score(first)}, replaces {who(sweep_best)}, {score(sweep_best)}"
+        other = sweep_best
+    if other is not None and abs(first["mean_val_map50"] - other["mean_val_map50"]) < max(
+        first["std_val_map50"], other["std_val_map50"]
+    ):
+        line += f"; {who(other)} is within one standard deviation"
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        results = Path(args.results).expanduser().resolve()
+        folder = results / (check_name(args.name) or latest_sweep(results))
+        jobs, ctx = plan(folder, args.top, args.folds)
+        if args.address:
+            from search import preflight
+
+            preflight.probe_address(args.address)
+    except (UsageError, SpaceError, ConfigError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    space, saved = ctx["space"], ctx["saved"]
+    folds = jobs[0]["folds"] if jobs else args.folds
+    print(
+        f"confirming {len(ctx['chosen'])} trial(s) of {folder.name} on {folds} folds: {len(jobs)} trial(s) to train "
+        f"({space.resources['cpu']:g} CPU, {space.resources['gpu']:g} GPU each)",
+        flush=True,
+    )
+    tracking = None
+    if saved.get("mlflow_uri", "off") != "off" and saved.get("mlflow_parent_run_id"):
+        tracking = {"uri": saved["mlflow_uri"], "parent": saved["mlflow_parent_run_id"], "sweep": folder.name}
+    start = time.perf_counter()
+    try:
+        rows = reruns.run(folder / FOLDER, jobs, space, ctx["settings"], args.address, tracking)
+    except UsageError as e:  # Ray did not start
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - start
+    if not outcome.complete([r["status"] for r in rows], len(jobs)):
+        ended = sum(r["status"] in outcome.ENDED for r in rows)
+        print(
+            f"error: confirmation interrupted: {ended} of {len(jobs)} trials ended; run the same command again to "
+            "continue",
+            file=sys.stderr,
+        )
+        return 1
+    table = rank(ctx["chosen"], rows, folds)
+    table.to_csv(folder / CONFIRMED, index=False)
+    board = leaderboard.with_confirmation(ctx["board"], table)
+    board.to_csv(folder / BOARD, index=False)
+    hours = sum(r["device_hours"] for r in rows)
+    unit = "GPU-hours" if space.resources.get("gpu") else "CPU-hours"
+    line = verdict(table)
+    print(f"\n{table.to_string(index=False, float_format=lambda v: f'{v:.4f}')}\n")
+    print(f"confirmation: {folder / CONFIRMED} ({len(jobs)} trials, wall {wall:.0f} s, {hours:.3f} {unit})")
+    print(line)
+    if tracking:
+        from search import tracking as mlflow_tracking
+
+        tracker = mlflow_tracking.Tracker(tracking["uri"])
+        mlflow_tracking.log_confirmation(tracker, tracking["parent"], space, folder.name, table, line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Re-training chosen sweep trials on other data: confirmation folds (search.confirm) and the refit (search.refit).
+
+A rerun is a fixed list of jobs, each a sweep trial's configuration with a split of its own, run as Ray Tune trials
+(grid over the jobs, no searcher, no early stopping) with the sweep's resources, in a folder inside the sweep's:
+RESULTS/SWEEP/confirm or RESULTS/SWEEP/refit. Like a sweep, an interrupted rerun continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from search import outcome
+from search.leaderboard import trial_reports
+from search.space import Space
+from search.sweeps import SETTINGS_FILE, SPACE_COPY, UsageError, read_settings
+from search.tuning import ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
+from trainable.metrics import METRIC, SCORE
+from trainable.train import Settings
+
+JOBS_FILE = "jobs.json"  # the rerun's jobs, written before Ray starts: a resumed rerun runs the same ones
+
+
+def sweep_space(folder: Path) -> tuple[Space, Settings, dict]:
+    """(space, trial settings, sweep.json) of a sweep as it ran: its copy of the space with the CLI's overrides."""
+    from search.space import load_space
+
+    if not (folder / SPACE_COPY).is_file() or not (folder / SETTINGS_FILE).is_file():
+        raise UsageError(f"{folder}: not a sweep folder (no {SPACE_COPY} or {SETTINGS_FILE})")
+    space, saved = load_space(folder / SPACE_COPY), read_settings(folder)
+    for k, v in saved["overrides"].items():
+        setattr(space, k, v)
+    return space, Settings.from_dict(saved["settings"]), saved
+
+
+def job(role: str, row: dict, config: dict, val_ids: list[str], num_train: int, fold=None, folds=None) -> dict:
+    """One rerun: sweep trial `row` (leaderboard) with its searched `config`, validated on `val_ids`."""
+    return {
+        "role": role,
+        "trial": int(row["trial"]),
+        "trial_id": str(row["trial_id"]),
+        "config": config,
+        "split": {"val_ids": list(val_ids)},
+        "num_train": num_train,
+        "fold": fold,
+        "folds": folds,
+    }
+
+
+def rerun_trial(config: dict, space: Space, settings: dict) -> None:
+    """The trainable: the sweep trial's hyperparameters (its seed included), the job's split, no ASHA rungs."""
+    from trainable.train import tune_trial
+
+    job = config["job"]
+    tune_trial(space.hparams(job["config"]), {**settings, "split": job["split"], "report_at": []})
+
+
+def build_tuner(folder: Path, jobs: list[dict], space: Space, settings: Settings, callbacks: list):
+    """Ray Tune's Tuner of the jobs in `folder` (restored when it already ran: unfinished and errored jobs go on)."""
+    from ray import tune
+
+    from search.checkpoints import TrainerStatePruner
+
+    trainable = tune.with_resources(
+        tune.with_parameters(rerun_trial, space=space, settings=settings.__dict__),
+        {"cpu": space.resources["cpu"], "gpu": space.resources["gpu"]},
+    )
+    callbacks = [*callbacks, TrainerStatePruner()]
+    if tune.Tuner.can_restore(str(folder)):
+        tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner._local_tuner.get_run_config().callbacks = callbacks  # as search.run: this launch's callbacks
+        return tuner
+    validated = any(j["split"]["val_ids"] for j in jobs)
+    reporter = tune.CLIReporter(
+        parameter_columns={"job/trial": "trial", "job/fold": "fold"},
+        metric_columns=["epoch", METRIC, SCORE, "total_loss"] if validated else ["epoch", "total_loss"],
+        max_report_frequency=30,
+        sort_by_metric=False,
+    )
+    return tune.Tuner(
+        trainable,
+        param_space={"job": tune.grid_search(jobs)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=space.max_concurrent, **tune_names()),
+        # The best report's checkpoint (val_map50) and the latest; without validation data, the latest only.
+        run_config=run_config(folder, space, reporter, callbacks, score=METRIC if validated else None),
+    )
+
+
+def write_jobs(folder: Path, jobs: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / JOBS_FILE).write_text(json.dumps(jobs, indent=1))
+
+
+def read_jobs(folder: Path) -> list[dict] | None:
+    f = folder / JOBS_FILE
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def results(folder: Path, space: Space) -> list[dict]:
+    """Each job trial of a rerun folder: its job, Ray trial id, status and score (search.outcome), reports."""
+    from ray.tune import ExperimentAnalysis
+
+    rows = []
+    for trial in ExperimentAnalysis(str(folder)).trials:
+        reports = trial_reports(folder / f"trial_{trial.trial_id}")
+        rows.append(
+            {
+                "job": trial.config["job"],
+                "id": trial.trial_id,
+                "config": trial.config,
+                **outcome.summary(trial.status, reports, space.resources),
+                "reports": reports,
+            }
+        )
+    return rows
+
+
+def run(
+    folder: Path,
+    jobs: list[dict],
+    space: Space,
+    settings: Settings,
+    address: str | None,
+    tracking: dict | None,
+    replace: bool = False,
+) -> list[dict]:
+    """Run (or continue) the jobs in `folder` on local Ray or the cluster at `address`; the results of every job.
+    `tracking`: {"uri", "parent", "sweep"} of the sweep's MLflow run, or None. `replace`: start over (what `folder`
+    holds is removed once Ray has started). Ray that does not start is a UsageError, raised before anything is
+    written."""
+    import ray
+
+    try:
+        start_ray(address)
+    except Exception as e:  # noqa: BLE001 - refused, wrong token, not a Ray port...
+        raise UsageError(ray_error(address, e).removeprefix("error: ")) from None
+    try:
+        if replace and folder.exists():
+            shutil.rmtree(folder)
+        write_jobs(folder, jobs)
+        callback = None
+        if tracking:
+            from search import tracking as mlflow_tracking
+
+            uri = tracking["uri"]
+            root = folder.parent.parent / "mlartifacts" if uri.startswith("sqlite") else None
+            tracker = mlflow_tracking.Tracker(uri, artifact_root=root)
+            callback = mlflow_tracking.RerunCallback(tracker, tracking["parent"], space, folder, tracking["sweep"])
+        tuner = build_tuner(folder, jobs, space, settings, [callback] if callback else [])
+        try:
+            tuner.fit()
+        except Exception as e:  # noqa: BLE001 - a failure of Ray Tune itself: the trials' results still count
+            print(f"warning: Ray Tune stopped with {type(e).__name__}: {e}", flush=True)
+        rows = results(folder, space)
+    finally:
+        ray.shutdown()
+    if callback:
+        from search import tracking as mlflow_tracking
+
+        mlflow_tracking.close_reruns(callback, [(r["id"], r["config"], r["status"]) for r in rows])
+    return rows

@@ -1,0 +1,68 @@
+"""Ray for the commands that run trials (search.run, search.confirm, search.export --refit): starting it, and what
+their Ray Tune runs share (trial folders, checkpoints kept, failures, syncing).
+
+Import this module before Ray: it sets Ray's and MLflow's environment defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Before Ray is imported: the classic progress table, no usage stats, no snapshot-sync warning.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# A tracking server that is down must cost seconds, not MLflow's default minutes of retries per call.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def start_ray(address: str | None) -> None:
+    """Join the cluster at `address`, or start a private local Ray."""
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # A private local Ray, reachable from this machine only (127.0.0.1), dashboard off, temp files in /tmp.
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=str(Path("/tmp") / f"ray-{os.getuid()}"),
+        )
+
+
+def ray_error(address: str | None, e: Exception) -> str:
+    """The one line that says why Ray did not start (refused, wrong token, not a Ray port...)."""
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return f"error: {'--address ' + address if address else 'local Ray'}: {reason}"
+
+
+def trial_dirname(trial) -> str:
+    """A trial's folder in its experiment: trial_<id> (leaderboard, MLflow and export find trials by it)."""
+    return f"trial_{trial.trial_id}"
+
+
+def tune_names() -> dict:
+    """TuneConfig arguments that name trials: folder trial_<id>, name <id>."""
+    return {"trial_dirname_creator": trial_dirname, "trial_name_creator": lambda t: t.trial_id}
+
+
+def run_config(folder: Path, space, reporter, callbacks: list, score: str | None):
+    """Ray Tune's RunConfig of an experiment in `folder`: the checkpoint of the best report by `score` (None: only
+    the latest) and Ray's latest; `space.max_failures` retries from the last checkpoint; trial logs synced."""
+    from ray import tune
+
+    return tune.RunConfig(
+        name=folder.name,
+        storage_path=str(folder.parent),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute=score, checkpoint_score_order="max"
+        ),
+        failure_config=tune.FailureConfig(max_failures=space.max_failures),
+        sync_config=tune.SyncConfig(sync_artifacts=True),  # trial.log from each trial's working folder
+        progress_reporter=reporter,
+        callbacks=callbacks,
+        verbose=1,
+    )

@@ -1,0 +1,196 @@
+"""From sweep to submission: confirmation on other folds (search.confirm) and the refit (search.export --refit), with
+real Ray Tune trials of Detectron2 on CPU."""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from search.confirm import make_folds
+from search.sweeps import UsageError
+from tests.conftest import DUP_TILE, ROOT, SAMPLE_DATA, sweep_space
+from trainable.metrics import SCORE
+
+
+def _cli(module: str, *args, timeout=900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ},
+    )
+
+
+def _listing(folder: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+
+
+def test_folds_keep_the_sweeps_validation_and_deal_the_rest():
+    ids = [f"t{i:02d}" for i in range(24)]
+    folds = make_folds(ids, ["t03", "t07", "t11", "t19"], 5, seed=0)
+    assert folds[0] == ["t03", "t07", "t11", "t19"]
+    assert [len(f) for f in folds] == [4, 5, 5, 5, 5]
+    assert sorted(sum(folds, [])) == ids  # a partition of the labelled tiles
+    assert folds == make_folds(ids, ["t03", "t07", "t11", "t19"], 5, seed=0)  # seeded
+    assert folds != make_folds(ids, ["t03", "t07", "t11", "t19"], 5, seed=1)
+    with pytest.raises(UsageError, match="--folds 22: needs 2 to 21 folds"):
+        make_folds(ids, ["t03", "t07", "t11", "t19"], 22, seed=0)
+
+
+@pytest.fixture(scope="module")
+def three_tiles(tmp_path_factory) -> Path:
+    """One sample tile and two copies of it (three labelled tiles), and the sample's test tiles."""
+    root = tmp_path_factory.mktemp("three-tiles")
+    src = SAMPLE_DATA / "train" / DUP_TILE
+    (root / "train").mkdir()
+    (root / "train" / DUP_TILE).symlink_to(src)
+    for name in ("copy", "copy2"):
+        (root / "train" / name / "images").mkdir(parents=True)
+        (root / "train" / name / "images" / f"{name}.png").symlink_to(src / "images" / f"{DUP_TILE}.png")
+        (root / "train" / name / "masks").symlink_to(src / "masks")
+    shutil.copytree(SAMPLE_DATA / "test", root / "test")
+    shutil.copy(SAMPLE_DATA / "test_img_ids.json", root / "test_img_ids.json")
+    return root
+
+
+def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_tiles, cache_dir, pretrained, tmp_path):
+    space = sweep_space(
+        tmp_path,
+        three_tiles,
+        cache_dir,
+        scheduler="fifo",
+        num_samples=2,
+        max_concurrent=2,
+        resources={"cpu": 1},
+        confirm={"top": 2, "folds": 3},
+        settings={
+            "data": str(three_tiles),
+            "split": {"val_ids": ["copy"]},
+            "eval_every": 1,
+            "val_crop": 256,  # validation on a 256 px centre crop: seconds, not tens of seconds, per trial
+            "cache_dir": str(cache_dir),
+        },
+        fixed={"weights": str(pretrained), "lr": 1e-4, "epochs": 2},
+    )
+    results = tmp_path / "results"
+    p = _cli("search.run", "--space", str(space), "--results", str(results), "--name", "s")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    folder = results / "s"
+    before = _listing(folder)
+
+    # Bad input: one line, exit 2, nothing written.
+    for args, expected in (
+        (["--top", "3"], "--top 3: the sweep has 2 scored trial(s)"),
+        (["--folds", "4"], "--folds 4: needs 2 to 3 folds"),
+    ):
+        bad = _cli("search.confirm", "--results", str(results), "--name", "s", *args)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and expected in bad.stderr, bad.stderr
+    unfinished = results / "u"
+    unfinished.mkdir()
+    for name in ("space.yaml", "sweep.json"):
+        shutil.copy(folder / name, unfinished / name)
+    board = pd.read_csv(folder / "leaderboard.csv")
+    board.loc[1, "status"] = "unfinished"
+    board.to_csv(unfinished / "leaderboard.csv", index=False)
+    bad = _cli("search.confirm", "--results", str(results), "--name", "u")
+    assert bad.returncode == 2 and "the sweep is unfinished" in bad.stderr and bad.stderr.count("\n") == 1
+    assert _listing(folder) == before and not (unfinished / "confirm").exists()
+
+    # Confirmation with the space's defaults: 2 trials x the 2 folds other than the sweep's = 4 real trials.
+    p = _cli("search.confirm", "--results", str(results), "--name", "s")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    reruns = sorted((folder / "confirm").glob("trial_*"))
+    assert len(reruns) == 4
+    fold_scores: dict[str, dict[int, float]] = {}
+    all_tiles = {DUP_TILE, "copy", "copy2"}
+    for trial_dir in reruns:
+        job = json.loads((trial_dir / "params.json").read_text())["job"]
+        reports = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        fold_scores.setdefault(job["trial_id"], {})[job["fold"]] = reports[-1][SCORE]
+        state = json.loads((sorted(trial_dir.glob("checkpoint_*"))[-1] / "state.json").read_text())
+        assert state["images"]["val"] == job["split"]["val_ids"] and state["images"]["val"] != ["copy"]
+        assert set(state["images"]["train"]) == all_tiles - set(job["split"]["val_ids"])  # the fold's complement
+    confirm = pd.read_csv(folder / "confirm.csv", dtype={"trial_id": str})
+    board = pd.read_csv(folder / "leaderboard.csv", dtype={"trial_id": str})
+    assert set(confirm["trial_id"]) == set(board["trial_id"]) == set(fold_scores)
+    for row in confirm.itertuples():
+        sweep_score = board.loc[board["trial_id"] == row.trial_id, "best_val_map50"].item()
+        scores = [sweep_score, fold_scores[row.trial_id][1], fold_scores[row.trial_id][2]]
+        assert [row.fold_0, row.fold_1, row.fold_2] == pytest.approx(scores)
+        assert row.mean_val_map50 == pytest.approx(statistics.mean(scores))
+        assert row.std_val_map50 == pytest.approx(statistics.stdev(scores))
+        assert board.loc[board["trial_id"] == row.trial_id, "confirm_mean"].item() == pytest.approx(row.mean_val_map50)
+    assert confirm["mean_val_map50"].is_monotonic_decreasing
+    winner = confirm.iloc[0]
+    assert f"({winner.trial_id})" in p.stdout.splitlines()[-1]
+    assert p.stdout.splitlines()[-1].startswith(("winner confirmed: ", "winner changed: "))
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id], max_results=100)
+    parent = json.loads((folder / "sweep.json").read_text())["mlflow_parent_run_id"]
+    confirm_runs = [r for r in runs if r.data.tags.get("nucleitune.role") == "confirm"]
+    assert len(confirm_runs) == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parent and r.info.status == "FINISHED" for r in confirm_runs)
+    assert {r.data.tags["nucleitune.of_trial"] for r in confirm_runs} == set(fold_scores)
+    # The sweep's view in the MLflow UI (search.ui opens it) now shows the confirmed mean and spread as columns.
+    import base64
+    import zlib
+
+    from search.sweeps import VIEW_TAG_PREFIX, view_key
+
+    experiment = client.get_experiment_by_name("nucleitune")
+    view = json.loads(experiment.tags[f"{VIEW_TAG_PREFIX}{view_key(parent)}"])
+    columns = json.loads(zlib.decompress(base64.b64decode(view["state"].removeprefix("deflate;"))))["selectedColumns"]
+    assert {"metrics.`confirm_mean_val_map50`", "metrics.`confirm_std_val_map50`"} <= set(columns)
+    trial_runs = [r for r in runs if r.data.tags.get("nucleitune.role") == "trial"]
+    for r in trial_runs:
+        mean = confirm.loc[confirm["trial_id"] == r.data.tags["nucleitune.trial_id"], "mean_val_map50"].item()
+        assert r.data.metrics["confirm_mean_val_map50"] == pytest.approx(mean)
+
+    # Refit: the confirmed winner on all three tiles, no validation, then a validated submission.
+    p = _cli("search.export", "--best", "--refit", "--results", str(results), "--name", "s")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert f"({winner.trial_id}), confirmed winner" in p.stdout and "no validation data is left" in p.stdout
+    (refit_dir,) = (folder / "refit").glob("trial_*")
+    job = json.loads((refit_dir / "params.json").read_text())["job"]
+    assert job["trial_id"] == winner.trial_id and job["role"] == "refit"
+    state = json.loads((sorted(refit_dir.glob("checkpoint_*"))[-1] / "state.json").read_text())
+    assert set(state["images"]["train"]) == all_tiles and state["images"]["val"] == []
+    assert state["hparams"]["seed"] == board.loc[board["trial_id"] == winner.trial_id, "hp.seed"].item()
+    submission = json.loads((folder / "refit" / "submission" / "answer.json").read_text())
+    assert 0 < len(submission) <= 200 and {d["image_id"] for d in submission} == {
+        e["id"] for e in json.loads((three_tiles / "test_img_ids.json").read_text())
+    }
+    refit_runs = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id], max_results=100)
+        if r.data.tags.get("nucleitune.role") == "refit"
+    ]
+    assert len(refit_runs) == 1 and "total_loss" in refit_runs[0].data.metrics
+    assert refit_runs[0].data.params["train_tiles"] == "3"
+
+    # A second refit reuses the model; a moved data folder is refused before anything is written.
+    refit_listing = _listing(folder / "refit" / refit_dir.name)
+    p = _cli("search.export", "--best", "--refit", "--results", str(results), "--name", "s")
+    assert p.returncode == 0 and "refit: reusing" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    assert len(list((folder / "refit").glob("trial_*"))) == 1
+    assert _listing(folder / "refit" / refit_dir.name) == refit_listing
+    moved = three_tiles.with_name(three_tiles.name + "-moved")
+    three_tiles.rename(moved)
+    try:
+        bad = _cli("search.export", "--best", "--refit", "--results", str(results), "--name", "s")
+    finally:
+        moved.rename(three_tiles)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert f"{three_tiles}: the sweep's data folder" in bad.stderr and "moved?" in bad.stderr
+    assert _listing(folder / "refit" / refit_dir.name) == refit_listing
