@@ -13,19 +13,17 @@ from pathlib import Path
 
 from search import outcome
 from search.leaderboard import trial_reports
-from search.space import Space
+from search.space import Space, load_space
 from search.sweeps import SETTINGS_FILE, SPACE_COPY, UsageError, read_settings
 from search.tuning import ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
 from trainable.metrics import METRIC, SCORE
 from trainable.train import Settings
 
-JOBS_FILE = "jobs.json"  # the rerun's jobs, written before Ray starts: a resumed rerun runs the same ones
+JOBS_FILE = "jobs.json"  # the rerun's jobs, written when it starts: running the command again checks them
 
 
 def sweep_space(folder: Path) -> tuple[Space, Settings, dict]:
     """(space, trial settings, sweep.json) of a sweep as it ran: its copy of the space with the CLI's overrides."""
-    from search.space import load_space
-
     if not (folder / SPACE_COPY).is_file() or not (folder / SETTINGS_FILE).is_file():
         raise UsageError(f"{folder}: not a sweep folder (no {SPACE_COPY} or {SETTINGS_FILE})")
     space, saved = load_space(folder / SPACE_COPY), read_settings(folder)

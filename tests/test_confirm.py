@@ -4,9 +4,11 @@ real Ray Tune trials of Detectron2 on CPU."""
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -104,7 +106,19 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_t
     assert bad.returncode == 2 and "the sweep is unfinished" in bad.stderr and bad.stderr.count("\n") == 1
     assert _listing(folder) == before and not (unfinished / "confirm").exists()
 
-    # Confirmation with the space's defaults: 2 trials x the 2 folds other than the sweep's = 4 real trials.
+    # Confirmation with the space's defaults: 2 trials x the 2 folds other than the sweep's = 4 real trials. Ctrl-C
+    # once the first has a checkpoint: exit 1 with what to do; the same command again continues it.
+    cmd = [sys.executable, "-m", "search.confirm", "--results", str(results), "--name", "s"]
+    log = open(tmp_path / "confirm.log", "w")
+    driver = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list((folder / "confirm").glob("trial_*/checkpoint_*")):
+        assert driver.poll() is None, (tmp_path / "confirm.log").read_text()[-3000:]
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=300) == 1, (tmp_path / "confirm.log").read_text()[-3000:]
+    assert "confirmation interrupted" in (tmp_path / "confirm.log").read_text()
+    assert not (folder / "confirm.csv").exists()
     p = _cli("search.confirm", "--results", str(results), "--name", "s")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     reruns = sorted((folder / "confirm").glob("trial_*"))
@@ -118,6 +132,7 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_t
         state = json.loads((sorted(trial_dir.glob("checkpoint_*"))[-1] / "state.json").read_text())
         assert state["images"]["val"] == job["split"]["val_ids"] and state["images"]["val"] != ["copy"]
         assert set(state["images"]["train"]) == all_tiles - set(job["split"]["val_ids"])  # the fold's complement
+    assert sum(len(f) for f in fold_scores.values()) == 4  # each (trial, fold) once, across the two launches
     confirm = pd.read_csv(folder / "confirm.csv", dtype={"trial_id": str})
     board = pd.read_csv(folder / "leaderboard.csv", dtype={"trial_id": str})
     assert set(confirm["trial_id"]) == set(board["trial_id"]) == set(fold_scores)

@@ -131,7 +131,7 @@ def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_id("nucleitune").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 4 and sorted(r.data.tags["nucleitune.trial_id"] for r in children) == sorted(board["trial_id"])
     assert {r.info.status for r in runs} == {"FINISHED"}
@@ -216,7 +216,7 @@ def test_raising_trial_is_retried_from_its_checkpoint_and_a_nan_trial_fails_alon
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_id("nucleitune").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id])
     by_id = {r.data.tags["nucleitune.trial_id"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert set(by_id) == {good["trial_id"], bad["trial_id"]} and len(runs) == 3
     assert by_id[good["trial_id"]].info.status == "FINISHED"
@@ -252,7 +252,7 @@ def test_time_budget_leaves_trials_unfinished_and_resume_continues_them_into_mlf
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_id("nucleitune").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("nucleitune").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 4 and sorted(r.data.tags["nucleitune.trial_id"] for r in children) == sorted(board["trial_id"])
     assert {r.info.status for r in runs} == {"FINISHED"}
