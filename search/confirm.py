@@ -14,7 +14,6 @@ run (role `confirm`). Run it again to continue an interrupted confirmation.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -24,12 +23,10 @@ import pandas as pd
 
 from search import leaderboard, outcome, reruns
 from search.space import SpaceError
-from search.sweeps import BOARD, CONFIRMED, UsageError, check_name, latest_sweep
+from search.sweeps import BOARD, CONFIRM_DIR, CONFIRMED, SPACE_COPY, UsageError, check_name, latest_sweep
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, Split, load_train_records
-
-FOLDER = "confirm"  # inside the sweep's folder: the Ray experiment of the confirmation trials
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, help="how many of the best trials to confirm (default: the space's confirm.top)")
     p.add_argument("--folds", type=int, help="folds of the labelled tiles (default: the space's confirm.folds)")
     p.add_argument("--address", help="Ray cluster to join: 'auto' or host:port (default: start a local Ray)")
+    p.add_argument("--data", help="the sweep's dataset, if it has moved since the sweep (default: the sweep's)")
     return p
 
 
@@ -69,9 +67,9 @@ def candidates(board: pd.DataFrame, top: int) -> pd.DataFrame:
     return scored.sort_values("best_val_map50", ascending=False, kind="stable").head(top)
 
 
-def plan(folder: Path, top: int | None, folds: int | None) -> tuple[list[dict], dict]:
+def plan(folder: Path, top: int | None, folds: int | None, data: str | None = None) -> tuple[list[dict], dict]:
     """Every check and the confirmation's jobs, before anything is written: (jobs, context)."""
-    space, settings, saved = reruns.sweep_space(folder)
+    space, settings, saved = reruns.sweep_space(folder, data)
     board = leaderboard.read(folder)
     if not outcome.complete(board["status"], space.trial_count()):
         raise UsageError(
@@ -81,23 +79,21 @@ def plan(folder: Path, top: int | None, folds: int | None) -> tuple[list[dict], 
     top = space.confirm["top"] if top is None else top
     folds = space.confirm["folds"] if folds is None else folds
     chosen = candidates(board, top)
-    if not Path(settings.data).is_dir():
-        raise UsageError(f"{settings.data}: the sweep's data folder is missing (moved?)")
     records, _ = load_train_records(settings.data, settings.cache_dir)
     ids = [r["image_id"] for r in records]
     _, val_ids = Split.from_dict(settings.split).apply(ids)
     tiles = make_folds(ids, val_ids, folds, Split.from_dict(settings.split).seed)
     jobs = []
     for row in chosen.to_dict("records"):
-        config = json.loads((folder / f"trial_{row['trial_id']}" / "params.json").read_text())
+        config = reruns.trial_config(folder, row)
         for f in range(0 if row["status"] != "finished" else 1, folds):
             jobs.append(reruns.job("confirm", row, config, tiles[f], len(ids) - len(tiles[f]), fold=f, folds=folds))
-    done = reruns.read_jobs(folder / FOLDER)
+    done = reruns.read_jobs(folder / CONFIRM_DIR)
     if done is not None and done != jobs:
-        old = {(j["trial_id"], j["folds"]) for j in done}
+        trials, n = len({j["trial_id"] for j in done}), done[0]["folds"] if done else 0
         raise UsageError(
-            f"{folder / FOLDER}: holds a confirmation of other trials or folds ({len({t for t, _ in old})} trials, "
-            f"{next(iter(old))[1]} folds): delete that folder to confirm anew"
+            f"{folder / CONFIRM_DIR}: holds a confirmation of other trials or folds ({trials} trials, {n} folds): "
+            "delete that folder to confirm anew"
         )
     return jobs, {"space": space, "settings": settings, "saved": saved, "board": board, "chosen": chosen}
 
@@ -158,11 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = Path(args.results).expanduser().resolve()
         folder = results / (check_name(args.name) or latest_sweep(results))
-        jobs, ctx = plan(folder, args.top, args.folds)
-        if args.address:
-            from search import preflight
+        jobs, ctx = plan(folder, args.top, args.folds, args.data)
+        from search import preflight
 
+        if args.address:
             preflight.probe_address(args.address)
+        else:
+            preflight.check_machine(ctx["space"], folder / SPACE_COPY)
     except (UsageError, SpaceError, ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -178,11 +176,20 @@ def main(argv: list[str] | None = None) -> int:
         tracking = {"uri": saved["mlflow_uri"], "parent": saved["mlflow_parent_run_id"], "sweep": folder.name}
     start = time.perf_counter()
     try:
-        rows = reruns.run(folder / FOLDER, jobs, space, ctx["settings"], args.address, tracking)
+        rows = reruns.run(folder / CONFIRM_DIR, jobs, space, ctx["settings"], args.address, tracking)
     except UsageError as e:  # Ray did not start
         print(f"error: {e}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - start
+    crashed = [r for r in rows if r["status"] == "error"]
+    if crashed:
+        which = ", ".join(f"trial {r['job']['trial']:02d} fold {r['job']['fold']}" for r in crashed)
+        print(
+            f"error: {len(crashed)} confirmation trial(s) raised ({which}; see their error.txt in "
+            f"{folder / CONFIRM_DIR}): run the same command again to retry them",
+            file=sys.stderr,
+        )
+        return 1
     if not outcome.complete([r["status"] for r in rows], len(jobs)):
         ended = sum(r["status"] in outcome.ENDED for r in rows)
         print(

@@ -1,6 +1,6 @@
 """Export a submission from a sweep's best model, or score a submission against labelled tiles.
 
-    python -m search.export --best [--name SWEEP]          # best trial (highest val_map50), its best checkpoint
+    python -m search.export --best [--name SWEEP]          # the winner of search.confirm, else the best trial
     python -m search.export --best --refit [--name SWEEP]  # the best configuration re-trained on every labelled tile
     python -m search.export --trial ID [--name SWEEP]
     python -m search.export --checkpoint DIR                # any trial checkpoint folder (model.pth + config.yaml)
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from search import leaderboard, tuning  # noqa: F401 - tuning before search.checkpoints: Ray's environment defaults
 from search.checkpoints import best_checkpoint
-from search.sweeps import BOARD, UsageError, check_name, latest_sweep, read_settings
+from search.space import SpaceError
+from search.sweeps import BOARD, SPACE_COPY, UsageError, check_name, latest_sweep, read_settings
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
@@ -56,11 +57,11 @@ def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple
             raise ExportError(f"{folder / BOARD}: no trial {trial!r} (trials: {', '.join(board['trial_id'])})")
         row = rows.iloc[0].to_dict()
         why = f"best val_map50 {row['best_val_map50']:.4f}"
+        trial_dir = folder / f"trial_{row['trial_id']}"
     else:
-        row, why = leaderboard.winner(folder, board)
-    # Always the sweep's own folder (not the leaderboard's path column): checkpoints are loaded with torch.load, so
-    # only from the results tree unless named with --checkpoint; a sweep folder that was moved still exports.
-    trial_dir = folder / f"trial_{row['trial_id']}"
+        row, why, trial_dir = leaderboard.winner(folder, board)
+    # Always inside the sweep's own folder (not the leaderboard's path column): checkpoints are loaded with torch.load,
+    # so only from the results tree unless named with --checkpoint; a sweep folder that was moved still exports.
     ckpt = best_checkpoint(trial_dir)
     if ckpt is None:
         raise ExportError(f"{trial_dir}: trial {row['trial_id']} has no checkpoint")
@@ -179,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m search.export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--best", action="store_true", help="the trial with the highest validation val_map50")
+    what.add_argument(
+        "--best",
+        action="store_true",
+        help="the winner of search.confirm where it ran, else the trial with the highest val_map50 (the trial score)",
+    )
     what.add_argument("--trial", help="a trial id of the sweep (see leaderboard.csv)")
     what.add_argument("--checkpoint", help="an explicit checkpoint folder (model.pth + config.yaml)")
     what.add_argument("--score", metavar="SUBMISSION", help="score a submission JSON against --gt")
@@ -262,10 +267,12 @@ def main(argv: list[str] | None = None) -> int:
             from search import refit
 
             refit_job, refit_ctx = refit.plan(folder, row, args.data, args.force)
-            if args.address:
-                from search import preflight
+            from search import preflight
 
+            if args.address:
                 preflight.probe_address(args.address)
+            else:
+                preflight.check_machine(refit_ctx["space"], folder / SPACE_COPY)
         data = args.data
         if data is None and folder is not None:
             data = read_settings(folder)["settings"]["data"]
@@ -285,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             load_test_index(data)  # the test tiles are checked before the refit trains
             ckpt = refit.refit(folder, refit_job, refit_ctx, args.address, args.force)
         info = export(ckpt, Path(data), out.resolve(), device, args.score_threshold, args.tta, args.max_dets)
-    except (UsageError, ExportError, ConfigError, DatasetError) as e:
+    except (UsageError, ExportError, ConfigError, DatasetError, SpaceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from search import outcome
 from search.space import Space, param_text
-from search.sweeps import BOARD, CONFIRMED, UsageError
+from search.sweeps import BOARD, CONFIRM_DIR, CONFIRMED, UsageError
 from trainable.metrics import SCORE
 
 CONFIRM_COLUMNS = {"mean_val_map50": "confirm_mean", "std_val_map50": "confirm_std", "folds_scored": "confirm_folds"}
@@ -31,7 +31,7 @@ def build(experiment_path: str | Path, space: Space) -> pd.DataFrame:
             hp = space.hparams(trial.config)
         except KeyError:  # a trial that never got a configuration
             hp = {}
-        trial_dir = Path(experiment_path, f"trial_{trial.trial_id}")  # trial_dirname_creator in search.run
+        trial_dir = Path(experiment_path, f"trial_{trial.trial_id}")  # search.tuning.trial_dirname
         s = outcome.summary(trial.status, trial_reports(trial_dir), space.resources)
         if s["status"] == "error":
             s["failure_reason"] = s["failure_reason"] or _first_line(_read(trial)) or "trial raised"
@@ -111,18 +111,27 @@ def with_confirmation(board: pd.DataFrame, confirmed: pd.DataFrame) -> pd.DataFr
     return board.merge(extra, on="trial_id", how="left")
 
 
-def winner(folder: Path, board: pd.DataFrame) -> tuple[dict, str]:
-    """(leaderboard row, why) of the trial to ship: the winner of search.confirm where it ran to the end, else the
-    scored trial with the highest score."""
+def winner(folder: Path, board: pd.DataFrame) -> tuple[dict, str, Path]:
+    """(leaderboard row, why, the folder of the trial whose checkpoint to ship) of the trial to ship: the winner of
+    search.confirm where it ran to the end, else the scored trial with the highest score. A confirmed winner that ASHA
+    stopped early ships the checkpoint of its confirmation on fold 0: its whole schedule on the sweep's split."""
     confirmed = folder / CONFIRMED
     if confirmed.is_file():
         top = pd.read_csv(confirmed, dtype={"trial_id": str}).iloc[0]
         rows = board[board["trial_id"] == top["trial_id"]]
         if len(rows):
+            row = rows.iloc[0].to_dict()
             why = f"confirmed winner: mean val_map50 {top['mean_val_map50']:.4f} over {int(top['folds_scored'])} folds"
-            return rows.iloc[0].to_dict(), why
+            trial_dir = folder / f"trial_{row['trial_id']}"
+            if row["status"] != "finished":
+                for params in sorted((folder / CONFIRM_DIR).glob("trial_*/params.json")):
+                    job = json.loads(params.read_text())["job"]
+                    if job["trial_id"] == row["trial_id"] and job["fold"] == 0:
+                        trial_dir = params.parent
+                        why += f"; stopped early in the sweep, so its full schedule on fold 0 ({trial_dir.name})"
+            return row, why, trial_dir
     rows = board[board["status"].isin(outcome.SCORED) & board["best_val_map50"].notna()]
     if rows.empty:
         raise UsageError(f"{folder / BOARD}: no finished trial")
     best = rows.sort_values("best_val_map50", ascending=False, kind="stable").iloc[0].to_dict()
-    return best, f"best val_map50 {best['best_val_map50']:.4f}"
+    return best, f"best val_map50 {best['best_val_map50']:.4f}", folder / f"trial_{best['trial_id']}"

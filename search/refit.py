@@ -10,35 +10,28 @@ sweep's `refit` run. There is nothing left to validate on, so it has no val_map5
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from search import reruns
-from search.sweeps import UsageError
+from search.sweeps import REFIT_DIR, UsageError
 from trainable.config import schedule
 from trainable.data import Split, load_train_records
 
-FOLDER = "refit"
-
 
 class RefitError(RuntimeError):
-    """A refit that did not run to its end (interrupted, diverged, raised): exit 1, run again to continue."""
+    """A refit that did not run to its end (interrupted, diverged, raised): exit 1, the message says what next."""
 
 
 def plan(folder: Path, row: dict, data: str | None, force: bool) -> tuple[dict, dict]:
     """The refit's job and context; every check before anything is written."""
-    space, settings, saved = reruns.sweep_space(folder)
-    settings.data = str(Path(data).expanduser().resolve()) if data else settings.data
-    if not Path(settings.data).is_dir():
-        given = "--data" if data else f"the sweep's data folder ({folder / 'sweep.json'})"
-        raise UsageError(f"{settings.data}: {given} not found (moved?): give --data DIR")
+    space, settings, saved = reruns.sweep_space(folder, data)
     records, _ = load_train_records(settings.data, settings.cache_dir)
-    config = json.loads((folder / f"trial_{row['trial_id']}" / "params.json").read_text())
+    config = reruns.trial_config(folder, row)
     job = reruns.job("refit", row, config, [], len(records))
-    existing = reruns.read_jobs(folder / FOLDER)
+    existing = reruns.read_jobs(folder / REFIT_DIR)
     if existing and existing != [job] and not force:
         raise UsageError(
-            f"{folder / FOLDER}: holds the refit of trial {existing[0]['trial']:02d} ({existing[0]['trial_id']}), "
+            f"{folder / REFIT_DIR}: holds the refit of trial {existing[0]['trial']:02d} ({existing[0]['trial_id']}), "
             f"not of trial {job['trial']:02d} ({job['trial_id']}): add --force to replace it"
         )
     hp = space.hparams(config)
@@ -67,7 +60,7 @@ def finished(folder: Path, job: dict, space) -> Path | None:
 def refit(folder: Path, job: dict, ctx: dict, address: str | None, force: bool) -> Path:
     """The refit model's checkpoint folder: reused when this job already ran to its end (unless `force`), else
     trained (an interrupted refit continues)."""
-    out = folder / FOLDER
+    out = folder / REFIT_DIR
     space, hp, now, before = ctx["space"], ctx["hp"], ctx["now"], ctx["before"]
     if not force:
         ckpt = finished(out, job, space)
@@ -86,9 +79,13 @@ def refit(folder: Path, job: dict, ctx: dict, address: str | None, force: bool) 
         tracking = {"uri": saved["mlflow_uri"], "parent": saved["mlflow_parent_run_id"], "sweep": folder.name}
     rows = reruns.run(out, [job], space, ctx["settings"], address, tracking, replace=force)
     if len(rows) != 1 or rows[0]["status"] != "finished":
-        status = rows[0]["status"] if rows else "not started"
+        status = rows[0]["status"] if rows else "unfinished"
         reason = f": {rows[0]['failure_reason']}" if rows and rows[0]["failure_reason"] else ""
-        raise RefitError(f"refit {status}{reason} (run the same command again to continue it)")
+        then = {
+            "failed": "its seed diverges again: refit another trial with --trial ID",
+            "error": f"see error.txt in {out}; the same command retries it from its last checkpoint",
+        }.get(status, "the same command (without --force) continues it")
+        raise RefitError(f"refit {status}{reason} ({then})")
     ckpt = latest_checkpoint(out / f"trial_{rows[0]['id']}")
     if ckpt is None:
         raise RefitError(f"{out}: the refit left no checkpoint")

@@ -14,7 +14,7 @@ from pathlib import Path
 from search import outcome
 from search.leaderboard import trial_reports
 from search.space import Space, load_space
-from search.sweeps import SETTINGS_FILE, SPACE_COPY, UsageError, read_settings
+from search.sweeps import BOARD, SETTINGS_FILE, SPACE_COPY, UsageError, read_settings
 from search.tuning import ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
 from trainable.metrics import METRIC, SCORE
 from trainable.train import Settings
@@ -22,14 +22,31 @@ from trainable.train import Settings
 JOBS_FILE = "jobs.json"  # the rerun's jobs, written when it starts: running the command again checks them
 
 
-def sweep_space(folder: Path) -> tuple[Space, Settings, dict]:
-    """(space, trial settings, sweep.json) of a sweep as it ran: its copy of the space with the CLI's overrides."""
+def sweep_space(folder: Path, data: str | None = None) -> tuple[Space, Settings, dict]:
+    """(space, trial settings, sweep.json) of a sweep as it ran: its copy of the space with the CLI's overrides;
+    `data`: the dataset's new place (--data), if it has moved since the sweep."""
     if not (folder / SPACE_COPY).is_file() or not (folder / SETTINGS_FILE).is_file():
         raise UsageError(f"{folder}: not a sweep folder (no {SPACE_COPY} or {SETTINGS_FILE})")
     space, saved = load_space(folder / SPACE_COPY), read_settings(folder)
     for k, v in saved["overrides"].items():
         setattr(space, k, v)
-    return space, Settings.from_dict(saved["settings"]), saved
+    settings = Settings.from_dict(saved["settings"])
+    settings.data = str(Path(data).expanduser().resolve()) if data else settings.data
+    if not Path(settings.data).is_dir():
+        given = "--data" if data else f"the sweep's data folder ({folder / SETTINGS_FILE})"
+        raise UsageError(f"{settings.data}: {given} not found (moved?): give --data DIR")
+    return space, settings, saved
+
+
+def trial_config(folder: Path, row: dict) -> dict:
+    """The searched values of a sweep trial (its Ray config), for re-training it."""
+    path = folder / f"trial_{row['trial_id']}" / "params.json"
+    if "trial" not in row or not path.is_file():
+        raise UsageError(
+            f"{folder}: trial {row['trial_id']} has no {'params.json' if 'trial' in row else 'number in ' + BOARD} "
+            f"(a sweep from an older version: python -m search.run --resume --name {folder.name} rebuilds it)"
+        )
+    return json.loads(path.read_text())
 
 
 def job(role: str, row: dict, config: dict, val_ids: list[str], num_train: int, fold=None, folds=None) -> dict:
@@ -47,11 +64,12 @@ def job(role: str, row: dict, config: dict, val_ids: list[str], num_train: int, 
 
 
 def rerun_trial(config: dict, space: Space, settings: dict) -> None:
-    """The trainable: the sweep trial's hyperparameters (its seed included), the job's split, no ASHA rungs."""
+    """The trainable: the sweep trial's hyperparameters (its seed included) and settings (validations at the same
+    points of the schedule, ASHA's rungs included, so that scores compare), the job's split."""
     from trainable.train import tune_trial
 
     job = config["job"]
-    tune_trial(space.hparams(job["config"]), {**settings, "split": job["split"], "report_at": []})
+    tune_trial(space.hparams(job["config"]), {**settings, "split": job["split"]})
 
 
 def build_tuner(folder: Path, jobs: list[dict], space: Space, settings: Settings, callbacks: list):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 SPACE_COPY, SETTINGS_FILE = "space.yaml", "sweep.json"
 BOARD, CONFIRMED = "leaderboard.csv", "confirm.csv"  # a sweep's trials, ranked; its confirmation (search.confirm)
+CONFIRM_DIR, REFIT_DIR = "confirm", "refit"  # Ray experiments inside the sweep's folder (search.reruns)
 EXPERIMENT = "nucleitune"  # the MLflow experiment of every sweep
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # an MLflow UI saved view, stored as an experiment tag
 

@@ -194,9 +194,12 @@ class Tracker:
         self.safe("saving the sweep's view", _save)
 
     def last_step(self, run_id: str) -> int:
-        """The last epoch the run holds metrics for (0 if none)."""
-        history = self.safe("reading a run's metrics", self.client.get_metric_history, run_id, METRIC) or []
-        return max((m.step for m in history), default=0)
+        """The last epoch the run holds metrics for (0 if none): val_map50, or the loss for a refit (no validation)."""
+        steps = [0]
+        for key in (METRIC, "total_loss"):
+            history = self.safe("reading a run's metrics", self.client.get_metric_history, run_id, key) or []
+            steps += [m.step for m in history]
+        return max(steps)
 
     def log_metrics(self, run_id: str, result: dict) -> None:
         from mlflow.entities import Metric

@@ -209,3 +209,26 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_t
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert f"{three_tiles}: the sweep's data folder" in bad.stderr and "moved?" in bad.stderr
     assert _listing(folder / "refit" / refit_dir.name) == refit_listing
+
+
+def test_a_confirmed_winner_that_asha_stopped_ships_its_fold_0_checkpoint(tmp_path):
+    """leaderboard.winner: the confirmed winner's checkpoint must come from its whole schedule on the sweep's split."""
+    from search.leaderboard import winner
+
+    board = pd.DataFrame(
+        [
+            {"trial_id": "aaa", "trial": 1, "status": "finished", "best_val_map50": 0.30},
+            {"trial_id": "bbb", "trial": 2, "status": "stopped_early", "best_val_map50": 0.20},
+        ]
+    )
+    assert winner(tmp_path, board)[0]["trial_id"] == "aaa"  # no confirmation: the highest score
+    pd.DataFrame([{"trial_id": "bbb", "mean_val_map50": 0.25, "folds_scored": 3}]).to_csv(tmp_path / "confirm.csv")
+    for name, trial_id, fold in (("trial_x1", "bbb", 1), ("trial_x0", "bbb", 0), ("trial_y0", "aaa", 1)):
+        (tmp_path / "confirm" / name).mkdir(parents=True)
+        job = {"trial_id": trial_id, "fold": fold}
+        (tmp_path / "confirm" / name / "params.json").write_text(json.dumps({"job": job}))
+    row, why, trial_dir = winner(tmp_path, board)
+    assert row["trial_id"] == "bbb" and "confirmed winner" in why
+    assert trial_dir == tmp_path / "confirm" / "trial_x0"  # not the sweep's trial_bbb, cut short by ASHA
+    board.loc[1, "status"] = "finished"
+    assert winner(tmp_path, board)[2] == tmp_path / "trial_bbb"
