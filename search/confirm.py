@@ -81,8 +81,8 @@ def plan(folder: Path, top: int | None, folds: int | None, data: str | None = No
     chosen = candidates(board, top)
     records, _ = load_train_records(settings.data, settings.cache_dir)
     ids = [r["image_id"] for r in records]
-    _, val_ids = Split.from_dict(settings.split).apply(ids)
-    tiles = make_folds(ids, val_ids, folds, Split.from_dict(settings.split).seed)
+    split = Split.from_dict(settings.split)
+    tiles = make_folds(ids, split.apply(ids)[1], folds, split.seed)
     jobs = []
     for row in chosen.to_dict("records"):
         config = reruns.trial_config(folder, row)

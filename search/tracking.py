@@ -74,13 +74,13 @@ def view_state(space: Space, parent: str, confirmed: bool = False) -> dict:
     }
 
 
-def run_name(number: int, hp: dict, space: Space, config: dict) -> str:
+def run_name(number: int, hp: dict, space: Space, config: dict, points: bool = True) -> str:
     """A trial's run name people can tell apart: its number, backbone and lr (or the first searched values), and
     whether it is one of the space's points to evaluate (the seeded configurations)."""
     shown = [n for n in ("backbone", "lr") if n in space.params] or space.searched_names()[:2]
     parts = [f"{number:02d}"] + [hp[n] if n == "backbone" else f"{n} {param_text(hp[n])}" for n in shown]
-    points = [i for i, p in enumerate(space.points_to_evaluate, 1) if all(config.get(k) == v for k, v in p.items())]
-    return " ".join(str(p) for p in parts) + (f" (point {points[0]})" if points else "")
+    seeded = [i for i, p in enumerate(space.points_to_evaluate, 1) if all(config.get(k) == v for k, v in p.items())]
+    return " ".join(str(p) for p in parts) + (f" (point {seeded[0]})" if seeded and points else "")
 
 
 def git_commit() -> str:
@@ -420,11 +420,9 @@ class RerunCallback(MLflowCallback):
     def labels(self, config: dict, number: int) -> tuple[str, dict, dict]:
         job = config["job"]
         hp = self.hparams(config)
-        name = run_name(job["trial"], hp, self.space, job["config"])
+        name = f"{job['role']} {run_name(job['trial'], hp, self.space, job['config'], points=False)}"
         if job["role"] == "confirm":
-            name = f"confirm {name.split(' (point')[0]} fold {job['fold']}"
-        else:
-            name = f"{job['role']} {name.split(' (point')[0]}"
+            name += f" fold {job['fold']}"
         params = {**hp, "val_tiles": job["split"]["val_ids"], "train_tiles": job["num_train"]}
         if job["role"] == "confirm":
             params["fold"] = f"{job['fold']} of {job['folds']}"

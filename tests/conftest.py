@@ -65,19 +65,23 @@ CPU_HEADS = {
 }
 
 
-@pytest.fixture(scope="session")
-def dup_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dup-data")
+def dup_tiles(root: Path, copies: list[str]) -> Path:
+    """A dataset of the sample tile DUP_TILE and copies of it under other ids (symlinks), with the sample's tests."""
     src = SAMPLE_DATA / "train" / DUP_TILE
     (root / "train").mkdir()
     (root / "train" / DUP_TILE).symlink_to(src)
-    copy = root / "train" / "copy"
-    (copy / "images").mkdir(parents=True)
-    (copy / "images" / "copy.png").symlink_to(src / "images" / f"{DUP_TILE}.png")
-    (copy / "masks").symlink_to(src / "masks")
+    for name in copies:
+        (root / "train" / name / "images").mkdir(parents=True)
+        (root / "train" / name / "images" / f"{name}.png").symlink_to(src / "images" / f"{DUP_TILE}.png")
+        (root / "train" / name / "masks").symlink_to(src / "masks")
     shutil.copytree(SAMPLE_DATA / "test", root / "test")
     shutil.copy(SAMPLE_DATA / "test_img_ids.json", root / "test_img_ids.json")
     return root
+
+
+@pytest.fixture(scope="session")
+def dup_data(tmp_path_factory) -> Path:
+    return dup_tiles(tmp_path_factory.mktemp("dup-data"), ["copy"])
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 
 from search.confirm import make_folds
 from search.sweeps import UsageError
-from tests.conftest import DUP_TILE, ROOT, SAMPLE_DATA, sweep_space
+from tests.conftest import DUP_TILE, ROOT, dup_tiles, sweep_space
 from trainable.metrics import SCORE
 
 
@@ -50,17 +50,7 @@ def test_folds_keep_the_sweeps_validation_and_deal_the_rest():
 @pytest.fixture(scope="module")
 def three_tiles(tmp_path_factory) -> Path:
     """One sample tile and two copies of it (three labelled tiles), and the sample's test tiles."""
-    root = tmp_path_factory.mktemp("three-tiles")
-    src = SAMPLE_DATA / "train" / DUP_TILE
-    (root / "train").mkdir()
-    (root / "train" / DUP_TILE).symlink_to(src)
-    for name in ("copy", "copy2"):
-        (root / "train" / name / "images").mkdir(parents=True)
-        (root / "train" / name / "images" / f"{name}.png").symlink_to(src / "images" / f"{DUP_TILE}.png")
-        (root / "train" / name / "masks").symlink_to(src / "masks")
-    shutil.copytree(SAMPLE_DATA / "test", root / "test")
-    shutil.copy(SAMPLE_DATA / "test_img_ids.json", root / "test_img_ids.json")
-    return root
+    return dup_tiles(tmp_path_factory.mktemp("three-tiles"), ["copy", "copy2"])
 
 
 def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_tiles, cache_dir, pretrained, tmp_path):
