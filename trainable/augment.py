@@ -1,4 +1,4 @@
-"""Training-time augmentation (the report's random crop, flips and brightness) as a Detectron2 dataset mapper.
+"""Training-time augmentation (crop, flips, quarter turns, scale, colour) as a Detectron2 dataset mapper.
 
 Detectron2's stock DatasetMapper decodes every RLE mask to full image size before cropping: on a 1000x1000 tile with
 1,862 nuclei that is ~1.8 GB per sample. `NucleiTrainMapper` applies the same Detectron2 transforms to an image kept
@@ -17,18 +17,40 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances
 
+from trainable.colour import RandomChroma, RandomStain
+from trainable.geometry import RandomRot90, RandomScaledCrop, Rescale
 from trainable.masks import BoxMasks
 
 
-def build_augmentations(hp: dict) -> list[T.Augmentation]:
-    augs: list[T.Augmentation] = [T.RandomCrop("absolute", (int(hp["crop_size"]), int(hp["crop_size"])))]
+def build_augmentations(hp: dict, image_format: str = "BGR") -> list[T.Augmentation]:
+    """Training augmentation: crop (at the trial's scale), flips, quarter turns, then colour. A lever at 0 adds
+    nothing (and draws no random number), so the defaults are the course report's crop, flips and brightness."""
+    crop, scale, jitter = int(hp["crop_size"]), float(hp["scale"]), float(hp["scale_jitter"])
+    if scale == 1 and jitter == 0:
+        augs: list[T.Augmentation] = [T.RandomCrop("absolute", (crop, crop))]
+    else:
+        augs = [RandomScaledCrop(crop, scale, jitter)]
     if hp["hflip"] > 0:
         augs.append(T.RandomFlip(prob=float(hp["hflip"]), horizontal=True, vertical=False))
     if hp["vflip"] > 0:
         augs.append(T.RandomFlip(prob=float(hp["vflip"]), horizontal=False, vertical=True))
+    if hp["rot90"] > 0:
+        augs.append(RandomRot90(float(hp["rot90"])))
     if hp["brightness"] > 0:
         augs.append(T.RandomBrightness(1 - float(hp["brightness"]), 1 + float(hp["brightness"])))
+    if hp["contrast"] > 0:
+        augs.append(T.RandomContrast(1 - float(hp["contrast"]), 1 + float(hp["contrast"])))
+    if hp["stain"] > 0:
+        augs.append(RandomStain(float(hp["stain"]), image_format))
+    if hp["hue"] > 0 or hp["saturation"] > 0:
+        augs.append(RandomChroma(float(hp["hue"]), float(hp["saturation"]), image_format))
     return augs
+
+
+def inference_augmentations(hp: dict) -> list[T.Augmentation]:
+    """What validation and export do to a tile before the model: the trial's scale (predictions come back at the
+    tile's own size through Detectron2's postprocessing)."""
+    return [Rescale(float(hp["scale"]))] if float(hp["scale"]) != 1 else []
 
 
 def with_images(records: list[dict], image_format: str = "BGR") -> list[dict]:

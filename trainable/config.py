@@ -29,14 +29,28 @@ DEFAULTS: dict = {
     "warmup_factor": 0.001,
     "decay_epochs": [20, 50, 80, 90],  # epochs at which the LR is multiplied by gamma
     "gamma": 0.1,
+    "lr_schedule": "step",  # step (decay_epochs, gamma) | cosine (Detectron2's WarmupCosineLR to 0; decays unused)
     "grad_clip": 0.0,  # clip gradient norm to this value; 0 = off
     # augmentation
     "crop_size": 500,  # random crop, pixels (clamped to the image)
     "hflip": 0.5,  # probability of a horizontal flip
     "vflip": 0.5,  # probability of a vertical flip
     "brightness": 0.2,  # random brightness factor in [1 - b, 1 + b]; 0 = off
+    "rot90": 0.0,  # probability of a quarter turn (90, 180 or 270 degrees); 0.75: all four rotations equally likely
+    "contrast": 0.0,  # random contrast factor in [1 - c, 1 + c]; 0 = off
+    "stain": 0.0,  # HED stain jitter t: each stain amount x U[1 - t, 1 + t] + U[-t, t] (trainable.colour); 0 = off
+    "hue": 0.0,  # random hue shift in [-h, h] degrees (YIQ chroma rotation); 0 = off
+    "saturation": 0.0,  # random saturation factor in [1 - s, 1 + s]; 0 = off
+    # scale: tiles are resized by `scale` in training (crops of crop_size / scale px), validation and export alike
+    "scale": 1.0,
+    "scale_jitter": 0.0,  # training scale x U[1 - j, 1 + j]
     # dense small objects
     "anchor_size": 8,  # smallest anchor (pixels); FPN levels double it, C4 uses 5 sizes from it
+    "anchor_aspect": 2.0,  # anchors of aspect ratios 1/a, 1 and a (height / width)
+    "rpn_nms": 0.7,  # RPN's NMS IoU threshold
+    "roi_nms": 0.5,  # the detections' NMS IoU threshold (test time)
+    "roi_positive_fraction": 0.25,  # share of foreground RoIs in each image's roi_batch_size
+    "mask_resolution": 14,  # RoI features of the mask head (masks are twice that); C4: of the shared res5 head
     "rpn_batch_size": 512,
     "roi_batch_size": 512,
     "proposals_train": 2000,  # RPN post-NMS top-k per image in training
@@ -44,6 +58,7 @@ DEFAULTS: dict = {
     "detections_per_image": 2000,  # > the 1,862 nuclei of the densest course image
     "box_head_fc_dim": 1024,  # width of the box head's fully connected layer(s); smaller = lighter checkpoints
     "score_thresh_test": 0.05,
+    "mask_rescore": False,  # score x mean mask probability inside the mask (trainable.rescore), validation and export
     "seed": 0,
 }
 
@@ -61,8 +76,33 @@ IMAGENET_WEIGHTS = {
 }
 
 
+# Numeric levers and their ranges: [low, high], or (low, high] for those in POSITIVE (0 would switch them off).
+RANGES = {
+    "hflip": (0, 1),
+    "vflip": (0, 1),
+    "rot90": (0, 1),
+    "brightness": (0, 1),
+    "contrast": (0, 1),
+    "stain": (0, 1),
+    "saturation": (0, 1),
+    "hue": (0, 180),
+    "scale": (0, 4),
+    "scale_jitter": (0, 0.9),
+    "rpn_nms": (0, 1),
+    "roi_nms": (0, 1),
+    "roi_positive_fraction": (0, 1),
+}
+POSITIVE = {"scale", "rpn_nms", "roi_nms", "roi_positive_fraction"}
+MASK_RESOLUTIONS = (7, 14, 28)
+LR_SCHEDULES = {"step": "WarmupMultiStepLR", "cosine": "WarmupCosineLR"}
+
+
 class ConfigError(ValueError):
     """A hyperparameter value that cannot make a model."""
+
+
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def with_defaults(hp: dict) -> dict:
@@ -99,9 +139,19 @@ def _check(hp: dict) -> None:
     for k in ("batch_size", "seed"):
         if isinstance(hp[k], bool) or not isinstance(hp[k], numbers.Integral) or hp[k] < 0:
             raise ConfigError(f"{k} must be a whole number, got {hp[k]!r}")
-    for k in ("hflip", "vflip", "brightness"):
-        if not 0 <= hp[k] <= 1:
-            raise ConfigError(f"{k} must be in [0, 1], got {hp[k]!r}")
+    for k, (low, high) in RANGES.items():
+        v = hp[k]
+        inside = _real(v) and (low <= v if k not in POSITIVE else low < v) and v <= high
+        if not inside:
+            raise ConfigError(f"{k} must be in {'(' if k in POSITIVE else '['}{low}, {high}], got {v!r}")
+    if not (_real(hp["anchor_aspect"]) and hp["anchor_aspect"] >= 1):
+        raise ConfigError(f"anchor_aspect must be a number >= 1, got {hp['anchor_aspect']!r}")
+    if hp["mask_resolution"] not in MASK_RESOLUTIONS:
+        raise ConfigError(f"mask_resolution must be one of {list(MASK_RESOLUTIONS)}, got {hp['mask_resolution']!r}")
+    if hp["lr_schedule"] not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {hp['lr_schedule']!r}")
+    if not isinstance(hp["mask_rescore"], bool):
+        raise ConfigError(f"mask_rescore must be true or false, got {hp['mask_rescore']!r}")
     if hp["norm"] not in ("auto", "GN", "FrozenBN"):
         raise ConfigError(f"norm must be auto, GN or FrozenBN, got {hp['norm']!r}")
     if hp["norm"] == "GN" and hp["weights"] in ("imagenet", "coco"):
@@ -210,6 +260,14 @@ def build_cfg(
     # Small, dense objects: nuclei are ~4-70 px across and up to 1,862 per 1000x1000 tile.
     a = int(hp["anchor_size"])
     cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[a * 2**i] for i in range(5)] if fpn else [[a * 2**i for i in range(5)]]
+    r = float(hp["anchor_aspect"])
+    cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[1 / r, 1.0, r]] if r != 1 else [[1.0]]
+    cfg.MODEL.RPN.NMS_THRESH = float(hp["rpn_nms"])
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = float(hp["roi_nms"])
+    cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION = float(hp["roi_positive_fraction"])
+    # C4 pools once for both heads (res5 halves it, the mask head's deconvolution doubles it back); FPN per head.
+    resolution = cfg.MODEL.ROI_MASK_HEAD if fpn else cfg.MODEL.ROI_BOX_HEAD
+    resolution.POOLER_RESOLUTION = int(hp["mask_resolution"])
     cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = int(hp["rpn_batch_size"])
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = int(hp["proposals_train"])
     cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2 * int(hp["proposals_train"])
@@ -240,7 +298,8 @@ def build_cfg(
     cfg.SOLVER.WARMUP_ITERS = sched["warmup_iters"]
     cfg.SOLVER.WARMUP_FACTOR = float(hp["warmup_factor"]) if sched["warmup_iters"] else 1.0
     cfg.SOLVER.WARMUP_METHOD = "linear"
-    cfg.SOLVER.STEPS = sched["steps"]
+    cfg.SOLVER.LR_SCHEDULER_NAME = LR_SCHEDULES[hp["lr_schedule"]]
+    cfg.SOLVER.STEPS = sched["steps"] if hp["lr_schedule"] == "step" else ()
     cfg.SOLVER.GAMMA = float(hp["gamma"])
     cfg.SOLVER.CHECKPOINT_PERIOD = 10**9  # checkpoints are written by the reporting hook, once per evaluation
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = hp["grad_clip"] > 0

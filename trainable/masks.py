@@ -20,6 +20,8 @@ import torch
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks
 
+from trainable.geometry import ResizeTransform, Rot90Transform, nearest_index
+
 # Transforms that move no pixel of a mask (their apply_segmentation is the identity).
 _PHOTOMETRIC = (T.NoOpTransform, T.BlendTransform, T.ColorTransform)
 
@@ -74,7 +76,8 @@ class PackedMasks:
     def transformed(self, transforms: T.TransformList, height: int, width: int) -> list[tuple[int, int, np.ndarray]]:
         """The instances after Detectron2's `transforms` (as applied to a height x width image), as (x0, y0, patch).
 
-        Crops and flips move patches (views, no copy); photometric transforms leave them; any other transform is
+        Crops, flips, quarter turns and resizes move patches by the rules their full-size masks follow (crops and
+        flips as views, no copy); photometric transforms leave them; any other transform is
         applied to a full-size mask per instance (correct, slower). Patches are tight and never empty, in order.
         """
         keep = np.arange(len(self))
@@ -93,6 +96,13 @@ class PackedMasks:
                 items = [(width - x0 - p.shape[1], y0, p[:, ::-1]) for x0, y0, p in items]
             elif isinstance(t, T.VFlipTransform):
                 items = [(x0, height - y0 - p.shape[0], p[::-1, :]) for x0, y0, p in items]
+            elif isinstance(t, Rot90Transform):
+                for _ in range(t.k):  # a quarter turn: pixel (x, y) -> (y, width - 1 - x)
+                    items = [(y0, width - x0 - p.shape[1], np.rot90(p)) for x0, y0, p in items]
+                    height, width = width, height
+            elif isinstance(t, ResizeTransform):
+                items = _resize(items, t)
+                height, width = t.new_h, t.new_w
             else:
                 items, (height, width) = _through_full_masks(items, t, height, width)
         return [_tight(x0, y0, p) for x0, y0, p in items if p.any()]
@@ -106,6 +116,18 @@ def _crop(items: list, cx: int, cy: int, cw: int, ch: int) -> list:
         bx, by = min(x0 + w, cx + cw), min(y0 + h, cy + ch)
         if ax < bx and ay < by:
             out.append((ax - cx, ay - cy, p[ay - y0 : by - y0, ax - x0 : bx - x0]))
+    return out
+
+
+def _resize(items: list, t: ResizeTransform) -> list:
+    """The output pixels whose nearest input pixel lies in a patch, as ResizeTransform.apply_segmentation picks
+    them (`nearest_index` is non-decreasing, so each patch's rows and columns are one run)."""
+    rows, cols = nearest_index(t.new_h, t.h), nearest_index(t.new_w, t.w)
+    out = []
+    for x0, y0, p in items:
+        r0, r1 = np.searchsorted(rows, [y0, y0 + p.shape[0]])
+        c0, c1 = np.searchsorted(cols, [x0, x0 + p.shape[1]])
+        out.append((int(c0), int(r0), p[np.ix_(rows[r0:r1] - y0, cols[c0:c1] - x0)]))
     return out
 
 

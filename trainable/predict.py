@@ -1,7 +1,12 @@
-"""Load a trial checkpoint and predict whole tiles: COCO results with RLE masks, sorted by score."""
+"""Load a trial checkpoint and predict whole tiles: COCO results with RLE masks, sorted by score.
+
+A tile is predicted as the trial's validation saw it: at the trial's `scale` and, with `mask_rescore`, ranked by
+mask quality (both from the checkpoint's state.json; without one, at native scale and unrescored).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +15,26 @@ import yaml
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
 
-from trainable.config import ConfigError, merge_safely
+from trainable import rescore
+from trainable.augment import inference_augmentations
+from trainable.config import DEFAULTS, ConfigError, merge_safely
 from trainable.evaluate import fetch_count
+
+INFERENCE_KEYS = ("scale", "mask_rescore")  # the hyperparameters that act at inference too
+
+
+def inference_hparams(checkpoint_dir: str | Path) -> dict:
+    """`scale` and `mask_rescore` as the checkpoint's trial used them (state.json), defaults where it says nothing."""
+    saved = Path(checkpoint_dir) / "state.json"
+    try:
+        hp = json.loads(saved.read_text()).get("hparams", {}) if saved.is_file() else {}
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        raise ConfigError(f"{saved}: unreadable (not the JSON a trial writes)") from None
+    return {k: hp.get(k, DEFAULTS[k]) for k in INFERENCE_KEYS}
 
 
 class Predictor:
@@ -34,6 +54,9 @@ class Predictor:
         for name in ("model.pth", "config.yaml"):
             if not (ckpt / name).is_file():
                 raise ConfigError(f"{ckpt}: not a trial checkpoint (missing {name})")
+        self.hp = inference_hparams(ckpt)
+        if self.hp["mask_rescore"] and tta:  # Detectron2's TTA averages mask probabilities after scoring
+            raise ConfigError(f"{ckpt}: a mask_rescore model cannot use flip TTA (--tta); export it without")
         cfg = get_cfg()
         config = ckpt / "config.yaml"
         try:
@@ -56,11 +79,14 @@ class Predictor:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise ConfigError(f"{ckpt / 'model.pth'}: unreadable checkpoint ({type(e).__name__}: {first})") from None
         self.model.eval()
+        if self.hp["mask_rescore"]:
+            rescore.attach(self.model)
+        self.augmentations = T.AugmentationList(inference_augmentations(self.hp))
         self.tta = tta
         self._tta_models: dict[int, GeneralizedRCNNWithTTA] = {}
 
     def _tta_model(self, short_side: int) -> GeneralizedRCNNWithTTA:
-        """Detectron2's flip TTA at the tile's own scale (no resize)."""
+        """Detectron2's flip TTA with the short side resized to `short_side` (the tile's, times the trial's scale)."""
         if short_side not in self._tta_models:
             cfg = self.cfg.clone()
             cfg.defrost()
@@ -76,8 +102,14 @@ class Predictor:
         """COCO results for one tile: {image_id, category_id: 1, segmentation (RLE, counts str), bbox, score}."""
         image = utils.read_image(str(image_path), format=self.cfg.INPUT.FORMAT)
         h, w = image.shape[:2]
+        if self.tta:  # the TTA model resizes to its own short side: the trial's scale of this tile
+            model = self._tta_model(round(min(h, w) * float(self.hp["scale"])))
+        else:
+            model, aug = self.model, T.AugInput(image)
+            self.augmentations(aug)
+            image = aug.image
+        # height and width: Detectron2's postprocessing returns boxes and masks at the tile's own size
         inputs = [{"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": h, "width": w}]
-        model = self._tta_model(min(h, w)) if self.tta else self.model
         instances = model(inputs)[0]["instances"].to("cpu")
         results = instances_to_coco_json(instances, image_id)
         for r in results:

@@ -36,11 +36,11 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import CommonMetricPrinter
 from detectron2.utils.logger import setup_logger
 
-from trainable import overlay
-from trainable.augment import NucleiTrainMapper, build_augmentations, with_images
+from trainable import overlay, rescore
+from trainable.augment import NucleiTrainMapper, build_augmentations, inference_augmentations, with_images
 from trainable.checkpoints import TRAINER_STATE, strip_trainer_state
 from trainable.cli import OneLineParser
-from trainable.config import ConfigError, build_cfg, schedule, validate
+from trainable.config import ConfigError, build_cfg, schedule, validate, with_defaults
 from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
 from trainable.evaluate import COURSE_MAX_DETS, MaskAPEvaluator, fetch_count
 from trainable.files import read_document
@@ -182,7 +182,7 @@ def train_loader(cfg, hp: dict, records: list[dict]):
     records = with_images(records, cfg.INPUT.FORMAT)
     return build_detection_train_loader(
         dataset=records,
-        mapper=NucleiTrainMapper(build_augmentations(hp)),
+        mapper=NucleiTrainMapper(build_augmentations(hp, cfg.INPUT.FORMAT)),
         sampler=TrainingSampler(len(records), seed=cfg.SEED),
         total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
@@ -204,6 +204,7 @@ class NucleiTrainer(DefaultTrainer):
         amp_dtype: torch.dtype | None = None,
         report_at: list[float] | None = None,
     ):
+        hp = with_defaults(hp)  # a checkpoint's hparams from before a hyperparameter existed: its default
         self.hp, self.data, self.report, self.eval_every, self.workdir = hp, data, report, eval_every, workdir
         self.val_detections = val_detections
         self.report_at = list(report_at or [])  # fractions of the schedule to report at besides eval_every (rungs)
@@ -213,6 +214,8 @@ class NucleiTrainer(DefaultTrainer):
             self._trainer.precision = amp_dtype
             if amp_dtype == torch.bfloat16:  # bf16 has fp32's range: no loss scaling
                 self._trainer.grad_scaler = torch.amp.GradScaler("cuda", enabled=False)
+        if hp["mask_rescore"]:  # validation ranks detections as export will (trainable.predict)
+            rescore.attach(self.model)
 
     def build_train_loader(self, cfg):
         return train_loader(cfg, self.hp, self.data.train)
@@ -268,7 +271,7 @@ class NucleiTrainer(DefaultTrainer):
         self.report(metrics, ckpt)
 
     def validate(self) -> dict:
-        mapper = DatasetMapper(self.cfg, is_train=False, augmentations=[])
+        mapper = DatasetMapper(self.cfg, is_train=False, augmentations=inference_augmentations(self.hp))
         loader = build_detection_test_loader(self.data.val, mapper=mapper)
         evaluator = MaskAPEvaluator(
             self.data.val, uncapped=self.val_detections > COURSE_MAX_DETS, max_dets=self.val_detections

@@ -1,0 +1,216 @@
+"""The search levers of the nuclei space: colour jitter, config wiring, test-time scale and mask rescoring."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.structures import Boxes, Instances
+from PIL import Image
+from skimage.color import hed2rgb, hed_from_rgb, rgb2hed, rgb2yiq, yiq2rgb
+
+from tests.conftest import DUP_TILE, SAMPLE_DATA
+from trainable.augment import NucleiTrainMapper, build_augmentations, with_images
+from trainable.colour import apply_chroma, apply_stain
+from trainable.config import ConfigError, build_cfg, validate, with_defaults
+from trainable.data import load_train_records
+from trainable.rescore import mask_quality, rescore
+
+TILE = SAMPLE_DATA / "train" / DUP_TILE / "images" / f"{DUP_TILE}.png"
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    return np.asarray(Image.open(TILE).convert("RGB"))[:300, :300]
+
+
+def test_stain_jitter_is_scikit_images_hed_jitter_without_its_lossy_clip(rgb):
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    assert np.array_equal(apply_stain(bgr, [1, 1, 1], [0, 0, 0]), bgr)  # no jitter: the very same pixels
+    alpha, beta = np.array([1.1, 0.9, 1.05]), np.array([0.02, -0.03, 0.01])
+    ours = apply_stain(bgr, alpha, beta)[..., ::-1].astype(float)
+    reference = hed2rgb(rgb2hed(rgb) * alpha + beta) * 255
+    od = np.log(np.maximum(rgb / 255, 1e-6)) / np.log(1e-6) @ hed_from_rgb
+    unclipped = (od >= 0).all(-1)  # where rgb2hed's clip of negative stain amounts does nothing
+    assert unclipped.mean() > 0.5
+    assert np.abs(ours - reference)[unclipped].max() <= 1.0  # rounding to uint8
+    assert np.abs(ours - rgb).mean() > 3  # and the colours did change
+
+
+def test_strong_colour_jitter_stays_within_pixel_values(rgb):
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    for out in (apply_stain(bgr, [2, 0.1, 2], [0.5, -0.5, 0.5]), apply_chroma(bgr, 170, 2.0)):
+        assert out.dtype == np.uint8 and out.shape == bgr.shape
+        assert out.min() == 0 or out.max() == 255  # saturated, not wrapped around
+    # Hue and saturation: a rotation and scaling of YIQ's chroma plane, as scikit-image converts it.
+    yiq = rgb2yiq(rgb)
+    t, s = np.deg2rad(20), 1.3
+    i, q = yiq[..., 1].copy(), yiq[..., 2].copy()
+    yiq[..., 1], yiq[..., 2] = s * (np.cos(t) * i - np.sin(t) * q), s * (np.sin(t) * i + np.cos(t) * q)
+    reference = np.clip(yiq2rgb(yiq), 0, 1) * 255
+    assert np.abs(apply_chroma(bgr, 20, 1.3)[..., ::-1] - reference).max() <= 0.51
+    assert np.array_equal(apply_chroma(bgr, 0, 1), bgr)
+
+
+def test_colour_jitter_leaves_the_instances_as_they_were(small_data, cache_dir):
+    records, _ = load_train_records(small_data, cache_dir)
+    record = with_images(records[:1])[0]
+    geometry = {"crop_size": 400, "rot90": 0.75, "scale": 1.25, "scale_jitter": 0.1}
+    colour = {"stain": 0.05, "hue": 8, "saturation": 0.2, "contrast": 0.3, "brightness": 0.2}
+    plain = NucleiTrainMapper(build_augmentations(with_defaults({**geometry, "brightness": 0})))
+    jittered = NucleiTrainMapper(build_augmentations(with_defaults({**geometry, **colour})))
+    for seed in range(3):  # colour comes after geometry: the same geometric draws
+        np.random.seed(seed)
+        a = plain(record)
+        np.random.seed(seed)
+        b = jittered(record)
+        assert a["image"].shape == b["image"].shape and not torch.equal(a["image"], b["image"])
+        ia, ib = a["instances"], b["instances"]
+        assert len(ia) > 5 and torch.equal(ia.gt_boxes.tensor, ib.gt_boxes.tensor)
+        assert torch.equal(ia.gt_masks.to_bitmasks().tensor, ib.gt_masks.to_bitmasks().tensor)
+
+
+def test_each_lever_reaches_detectron2s_config():
+    base = {"weights": "scratch", "backbone": "R50-FPN"}
+    default = build_cfg(base, 20)
+    assert default.SOLVER.LR_SCHEDULER_NAME == "WarmupMultiStepLR" and default.SOLVER.STEPS  # today's schedule
+    assert default.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == [[0.5, 1.0, 2.0]]
+    levers = {
+        "lr_schedule": "cosine",
+        "rpn_nms": 0.6,
+        "roi_nms": 0.4,
+        "roi_positive_fraction": 0.5,
+        "anchor_aspect": 3.0,
+        "mask_resolution": 28,
+    }
+    cfg = build_cfg({**base, **levers}, 20)
+    assert cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupCosineLR" and cfg.SOLVER.STEPS == ()
+    assert cfg.MODEL.RPN.NMS_THRESH == 0.6 and cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST == 0.4
+    assert cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION == 0.5
+    assert cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == [[1 / 3, 1.0, 3.0]]
+    assert cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION == 28
+    c4 = build_cfg({**base, "backbone": "R50-C4", "mask_resolution": 28}, 20)  # C4 pools once for both heads
+    assert c4.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION == 28
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"stain": -0.1}, "stain must be in [0, 1]"),
+        ({"rot90": 1.5}, "rot90 must be in [0, 1]"),
+        ({"hue": 200}, "hue must be in [0, 180]"),
+        ({"scale": 0}, "scale must be in (0, 4]"),
+        ({"roi_nms": 0}, "roi_nms must be in (0, 1]"),
+        ({"anchor_aspect": 0.5}, "anchor_aspect must be a number >= 1"),
+        ({"mask_resolution": 20}, "mask_resolution must be one of [7, 14, 28]"),
+        ({"lr_schedule": "poly"}, "lr_schedule must be one of ['step', 'cosine']"),
+        ({"mask_rescore": "yes"}, "mask_rescore must be true or false"),
+    ],
+)
+def test_bad_lever_values_are_refused(bad, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        validate({"weights": "scratch", **bad})
+
+
+def test_rescoring_changes_only_scores():
+    probabilities = torch.tensor([[0.9, 0.9, 0.1, 0.1], [0.6, 0.7, 0.6, 0.2], [0.2, 0.3, 0.1, 0.4]]).reshape(3, 1, 2, 2)
+    quality = mask_quality(probabilities)
+    assert torch.allclose(quality, torch.tensor([0.9, 0.6333333, 0.0]))  # an empty mask ranks last
+    instances = Instances((10, 10), scores=torch.tensor([0.5, 0.9, 0.8]), pred_masks=probabilities.clone())
+    instances.pred_boxes = Boxes(torch.tensor([[0, 0, 2, 2], [1, 1, 5, 5], [3, 3, 4, 4]]).float())
+    boxes = instances.pred_boxes.tensor.clone()
+    rescore(instances)
+    assert torch.allclose(instances.scores, torch.tensor([0.45, 0.57, 0.0]))
+    assert torch.equal(instances.pred_masks, probabilities) and torch.equal(instances.pred_boxes.tensor, boxes)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation and export: one tile predicted by a trained model at a test-time scale, with rescoring
+
+
+def _checkpoint(pretrained: Path, dest: Path, **hparams) -> Path:
+    """The pretrained checkpoint with other inference hyperparameters in its state.json."""
+    dest.mkdir()
+    for name in ("model.pth", "config.yaml"):
+        (dest / name).symlink_to(pretrained.parent / name)
+    state = json.loads((pretrained.parent / "state.json").read_text())
+    state["hparams"].update(hparams)
+    (dest / "state.json").write_text(json.dumps(state))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def small_tile(tmp_path_factory) -> Path:
+    """A 240 x 320 piece of the tile the pretrained model knows (non-square: height and width must not swap)."""
+    path = tmp_path_factory.mktemp("tile") / "piece.png"
+    Image.open(TILE).convert("RGB").crop((100, 200, 420, 440)).save(path)
+    return path
+
+
+def _key(r: dict) -> tuple:
+    return r["segmentation"]["counts"], tuple(round(v, 3) for v in r["bbox"])
+
+
+def test_a_scaled_tile_is_predicted_at_scale_and_submitted_at_its_own_size(pretrained, small_tile, tmp_path):
+    from trainable.predict import Predictor
+
+    predictor = Predictor(_checkpoint(pretrained, tmp_path / "x1.5", scale=1.5), max_dets=100)
+    seen = []
+    predictor.model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0][0]["image"].shape)))
+    results = predictor.predict(small_tile, "piece")
+    assert seen == [(3, 360, 480)]  # the model saw the tile x 1.5
+    assert len(results) > 10
+    for r in results:
+        assert r["segmentation"]["size"] == [240, 320]  # ...and the submission has the tile's own size
+        x, y, w, h = r["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= 320.01 and y + h <= 240.01
+        assert mask_util.area(r["segmentation"]) > 0
+
+
+def test_rescoring_reorders_the_same_detections(pretrained, small_tile, tmp_path):
+    from trainable.predict import Predictor
+
+    plain = Predictor(_checkpoint(pretrained, tmp_path / "plain"), max_dets=None).predict(small_tile, "piece")
+    rescored = Predictor(_checkpoint(pretrained, tmp_path / "rescored", mask_rescore=True), max_dets=None)
+    again = rescored.predict(small_tile, "piece")
+    assert len(plain) > 20 and sorted(map(_key, plain)) == sorted(map(_key, again))  # same masks, same boxes
+    before = {_key(r): r["score"] for r in plain}
+    assert all(r["score"] <= before[_key(r)] + 1e-6 for r in again)  # x a mean probability <= 1
+    assert [_key(r) for r in again] != [_key(r) for r in plain]  # a new order
+    with pytest.raises(ConfigError, match="cannot use flip TTA"):
+        Predictor(tmp_path / "rescored", tta=True)
+
+
+def test_validation_predicts_as_export_does(pretrained, small_tile, tmp_path, cache_dir):
+    """Same checkpoint, scale 1.5 and rescoring: validation's detections are the submission's, to 1e-4."""
+    from trainable.predict import Predictor
+    from trainable.train import NucleiTrainer, Settings, prepare_data
+
+    mask = np.zeros((240, 320), np.uint8)
+    mask[10:20, 10:20] = 255
+    for name in ("piece", "other"):  # the validation tile, and a training tile the split needs
+        folder = tmp_path / "data" / "train" / name
+        (folder / "images").mkdir(parents=True)
+        (folder / "masks").mkdir()
+        shutil.copy(small_tile, folder / "images" / f"{name}.png")
+        Image.fromarray(mask).save(folder / "masks" / "mask_0001.png")
+    ckpt = _checkpoint(pretrained, tmp_path / "ckpt", scale=1.5, mask_rescore=True)
+    hp = json.loads((ckpt / "state.json").read_text())["hparams"]
+    settings = Settings(data=str(tmp_path / "data"), split={"val_ids": ["piece"]}, cache_dir=str(cache_dir))
+    data = prepare_data(settings)
+
+    cfg = get_cfg()
+    cfg.merge_from_file(str(ckpt / "config.yaml"))
+    cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR = str(ckpt / "model.pth"), str(tmp_path)
+    trainer = NucleiTrainer(cfg, hp, data, report=lambda *a: None, eval_every=1, workdir=tmp_path)
+    trainer.resume_or_load(resume=False)
+    trainer.validate()
+    validated = sorted(trainer.last_predictions, key=lambda r: -r["score"])
+    exported = Predictor(ckpt, max_dets=100).predict(small_tile, "piece")
+    assert len(validated) == len(exported) == 100
+    assert [_key(r) for r in validated] == [_key(r) for r in exported]
+    assert np.allclose([r["score"] for r in validated], [r["score"] for r in exported], atol=1e-4)

@@ -1,0 +1,96 @@
+"""Colour augmentation for H&E tiles: stain (HED) jitter and hue/saturation jitter, as Detectron2 augmentations.
+
+Both are linear maps in a colour space of scikit-image, so each sample costs one 3x3 matrix over its pixels:
+
+- Stain jitter (Tellez et al. 2018, "HED jitter"): in scikit-image's haematoxylin-eosin-DAB space (`rgb2hed`) every
+  stain amount s becomes alpha * s + beta, alpha ~ U[1 - t, 1 + t] and beta ~ U[-t, t] per stain. `rgb2hed` works in
+  optical density (OD = log(rgb) / log(1e-6)) times the matrix `hed_from_rgb`, so the jitter is OD -> OD @ A + b with
+  A = hed_from_rgb @ diag(alpha) @ rgb_from_hed. Applying that map directly, rather than `hed2rgb(rgb2hed(x) * alpha
+  + beta)`, skips `rgb2hed`'s clipping of negative stain amounts, which makes its round trip lossy (up to 54 grey
+  levels on course tiles with alpha = 1, beta = 0) and costs ~15 ms per 500 px crop; equal where nothing is clipped
+  (tests/test_levers.py).
+- Hue/saturation jitter: in YIQ (`rgb2yiq`), a hue shift rotates the chroma plane (I, Q) and a saturation change
+  scales it; luma (Y) is kept.
+
+Images are uint8 in the loader's channel order (Detectron2's BGR by default); results are rounded and clipped to
+[0, 255]. Masks are untouched: both are `ColorTransform`s, which move no pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from detectron2.data import transforms as T
+from skimage.color import hed_from_rgb, rgb_from_hed
+from skimage.color.colorconv import rgb_from_yiq, yiq_from_rgb
+
+_LOG_ADJUST = np.log(1e-6)  # scikit-image's optical-density scale (separate_stains / combine_stains)
+_LOG_RGB = np.log(np.maximum(np.arange(256) / 255.0, 1e-6)).astype(np.float32)  # log(rgb) of each uint8 level
+
+
+def _in_order(a: np.ndarray, c: np.ndarray | None, image_format: str):
+    """A map of RGB row vectors as a map of the image's own channel order (BGR: both ends reversed)."""
+    if image_format != "BGR":
+        return a, c
+    return a[::-1, ::-1].copy(), None if c is None else c[::-1].copy()
+
+
+def _to_uint8(x: np.ndarray, shape: tuple) -> np.ndarray:
+    x += 0.5
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8).reshape(shape)
+
+
+def stain_map(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log(rgb) -> log(rgb) @ A + c: the stain jitter alpha * hed + beta, as one affine map of log(rgb)."""
+    a = hed_from_rgb @ np.diag(alpha) @ rgb_from_hed
+    c = _LOG_ADJUST * (np.asarray(beta) @ rgb_from_hed)
+    return a.astype(np.float32), c.astype(np.float32)
+
+
+def apply_stain(image: np.ndarray, alpha, beta, image_format: str = "BGR") -> np.ndarray:
+    a, c = _in_order(*stain_map(np.asarray(alpha, float), np.asarray(beta, float)), image_format)
+    x = _LOG_RGB[image.reshape(-1, 3)] @ a
+    x += c
+    np.exp(x, out=x)
+    x *= 255.0
+    return _to_uint8(x, image.shape)
+
+
+def chroma_map(hue_degrees: float, saturation: float) -> np.ndarray:
+    """rgb -> rgb @ M: rotate YIQ's chroma plane by `hue_degrees` and scale it by `saturation`."""
+    t = np.deg2rad(hue_degrees)
+    m = np.eye(3)
+    m[1:, 1:] = saturation * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return (yiq_from_rgb.T @ m.T @ rgb_from_yiq.T).astype(np.float32)
+
+
+def apply_chroma(image: np.ndarray, hue_degrees: float, saturation: float, image_format: str = "BGR") -> np.ndarray:
+    m, _ = _in_order(chroma_map(hue_degrees, saturation), None, image_format)
+    return _to_uint8(image.reshape(-1, 3).astype(np.float32) @ m, image.shape)
+
+
+class RandomStain(T.Augmentation):
+    """HED stain jitter of strength t: alpha ~ U[1 - t, 1 + t], beta ~ U[-t, t] for each of the three stains."""
+
+    def __init__(self, strength: float, image_format: str = "BGR"):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        t = self.strength
+        alpha = np.random.uniform(1 - t, 1 + t, 3)
+        beta = np.random.uniform(-t, t, 3)
+        return T.ColorTransform(lambda img: apply_stain(img, alpha, beta, self.image_format))
+
+
+class RandomChroma(T.Augmentation):
+    """Hue shift ~ U[-hue, hue] degrees and saturation factor ~ U[1 - saturation, 1 + saturation]."""
+
+    def __init__(self, hue: float, saturation: float, image_format: str = "BGR"):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        shift = np.random.uniform(-self.hue, self.hue)
+        factor = np.random.uniform(1 - self.saturation, 1 + self.saturation)
+        return T.ColorTransform(lambda img: apply_chroma(img, shift, factor, self.image_format))
