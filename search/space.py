@@ -389,26 +389,32 @@ def _confirm(path: Path, c: dict) -> dict[str, int]:
     return out
 
 
-def corners(space: Space, limit: int = 4096) -> list[dict]:
-    """Configs at the corners of the space: every choice, each range's ends, the fewest decays at the earliest
-    fraction and the most at the latest (at most `limit`). Cross-parameter problems show at a corner."""
-    axes = []
+# Hyperparameters whose valid values depend on one another (trainable.config's checks, weights and norm, warm-up and
+# decays against epochs): corners combine every end of these; every other parameter's ends are checked one at a time.
+JOINT = ("backbone", "weights", "norm", "epochs", "warmup_epochs", "decay")
+
+
+def corners(space: Space) -> list[dict]:
+    """Configs at the corners of the space: every combination of the JOINT parameters' choices and range ends (the
+    fewest decays at the earliest fraction and the most at the latest), then each end of every other parameter,
+    the rest at their first ends. Cross-parameter problems show at a corner; every choice appears in one."""
+    axes: dict[str, list[dict]] = {}
     for name, p in space.params.items():
         if p.kind == "choice":
-            axes.append([{name: v} for v in p.values])
+            axes[name] = [{name: v} for v in p.values]
         elif p.kind == "int":
-            axes.append([{name: int(p.low)}, {name: int(p.high)}])
+            axes[name] = [{name: int(p.low)}, {name: int(p.high)}]
         elif p.kind in ("uniform", "loguniform"):
-            axes.append([{name: p.low}, {name: p.high}])
+            axes[name] = [{name: p.low}, {name: p.high}]
         elif p.kind == "milestones":
-            axes.append(
-                [
-                    {f"{name}_count": n, **{f"{name}_{i}": f for i in range(1, n + 1)}}
-                    for n, f in ((p.count[0], p.low), (p.count[1], p.high))
-                ]
-            )
-    combos = itertools.islice(itertools.product(*axes), limit)
-    configs = [{k: v for part in combo for k, v in part.items()} for combo in combos]
+            axes[name] = [
+                {f"{name}_count": n, **{f"{name}_{i}": f for i in range(1, n + 1)}}
+                for n, f in ((p.count[0], p.low), (p.count[1], p.high))
+            ]
+    joint = [a for n, a in axes.items() if n in JOINT]
+    first = {k: v for n, a in axes.items() if n not in JOINT for k, v in a[0].items()}
+    configs = [{**first, **{k: v for part in combo for k, v in part.items()}} for combo in itertools.product(*joint)]
+    configs += [{**configs[0], **end} for n, a in axes.items() if n not in JOINT for end in a[1:]]
     if space.trial_seeds == "per_trial":
         configs = [{**c, "seed": 0} for c in configs]
     return configs

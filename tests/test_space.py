@@ -8,6 +8,7 @@ import yaml
 from search import run
 from search.space import SpaceError, load_space
 from tests.conftest import ROOT
+from trainable.config import DEFAULTS
 
 GOOD = textwrap.dedent(
     """\
@@ -126,6 +127,16 @@ def test_shipped_spaces_are_valid():
     assert set(real.params["backbone"].values) == {"R50-C4", "R50-FPN", "R101-C4", "R101-FPN"}
     seed = real.hparams(real.points_to_evaluate[0])
     assert seed["decay_epochs"] == [20, 50, 80, 90] and seed["epochs"] == 120 and seed["lr"] == 0.01
+    report = {"backbone": "R50-C4", "weights": "imagenet", "warmup_epochs": 3.0, "gamma": 0.1, "brightness": 0.2}
+    assert {k: seed[k] for k in report} == report and seed["lr_schedule"] == "step"
+    # The levers start where the report was (Detectron2's defaults); flips are fixed, not searched.
+    for lever in ("stain", "contrast", "scale", "scale_jitter", "rpn_nms", "roi_positive_fraction", "mask_resolution"):
+        assert lever in real.params and seed[lever] == DEFAULTS[lever], lever
+    assert real.fixed["hflip"] == real.fixed["vflip"] == 0.5 and not {"hflip", "vflip"} & set(real.params)
+    # The demo runs stain jitter, quarter turns and the cosine schedule.
+    smoke = load_space(ROOT / "spaces" / "smoke.yaml")
+    demo = smoke.hparams(smoke.points_to_evaluate[0])
+    assert demo["stain"] > 0 and demo["rot90"] > 0 and demo["lr_schedule"] == "cosine" and demo["decay_epochs"] == []
 
 
 def test_trial_seeds_shared_by_default_or_one_per_trial(tmp_path):
@@ -162,3 +173,26 @@ def test_recorded_hyperparameters_are_the_ones_that_run(tmp_path):
     plain.write_text("fixed: {backbone: R18-FPN, weights: scratch}\nparams: {lr: {loguniform: [0.001, 0.1]}}\n")
     hp = load_space(plain).hparams({"lr": 0.01})
     assert hp["epochs"] == 120 and hp["decay_epochs"] == [20, 50, 80, 90] and hp["warmup_epochs"] == 3.0
+
+
+def test_corners_of_the_real_space_reach_every_choice(tmp_path):
+    # 17 searched parameters: their full product is millions of corners. Cut to the first 4,096, every corner had
+    # backbone R50-C4 and imagenet weights, so the driver fetched none of the other model-zoo files.
+    from search.space import corners
+
+    real = load_space(ROOT / "spaces" / "maskrcnn.yaml")
+    found = corners(real)
+    assert len(found) < 200
+    assert {(c["backbone"], c["weights"]) for c in found} == {
+        (b, w) for b in real.params["backbone"].values for w in real.params["weights"].values
+    }
+    for name, p in real.params.items():
+        if p.kind == "choice":
+            assert {c[name] for c in found} == set(p.values), name
+    # An end that only a late parameter reaches is still checked before Ray starts.
+    text = (ROOT / "spaces" / "maskrcnn.yaml").read_text()
+    (tmp_path / "late.yaml").write_text(
+        text.replace("mask_resolution: {choice: [14, 28]}", "mask_resolution: {choice: [14, 20]}")
+    )
+    with pytest.raises(SpaceError, match="mask_resolution must be one of"):
+        load_space(tmp_path / "late.yaml")
