@@ -278,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
             data = read_settings(folder)["settings"]["data"]
         if data is None:
             raise UsageError("--data DIR is needed with --checkpoint")
+        if args.tta:  # before a refit trains
+            from trainable.predict import check_tta, inference_hparams
+
+            hp, where = (refit_ctx["hp"], folder) if refit_job else (inference_hparams(ckpt), ckpt)
+            check_tta(hp, True, where)
         where = folder / "refit" if refit_job else (folder or ckpt)
         out = Path(args.out) if args.out else where / "submission" / "answer.json"
         import torch

@@ -214,3 +214,14 @@ def test_validation_predicts_as_export_does(pretrained, small_tile, tmp_path, ca
     assert len(validated) == len(exported) == 100
     assert [_key(r) for r in validated] == [_key(r) for r in exported]
     assert np.allclose([r["score"] for r in validated], [r["score"] for r in exported], atol=1e-4)
+
+
+def test_export_refuses_flip_tta_for_a_rescoring_model(pretrained, dup_data, tmp_path, capsys):
+    from search import export
+
+    ckpt = _checkpoint(pretrained, tmp_path / "rescored", mask_rescore=True)
+    out = tmp_path / "submission" / "answer.json"
+    assert export.main(["--checkpoint", str(ckpt), "--data", str(dup_data), "--out", str(out), "--tta"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "cannot use flip TTA (--tta)" in err and len(err.splitlines()) == 1
+    assert not out.parent.exists()

@@ -37,6 +37,12 @@ def inference_hparams(checkpoint_dir: str | Path) -> dict:
     return {k: hp.get(k, DEFAULTS[k]) for k in INFERENCE_KEYS}
 
 
+def check_tta(hp: dict, tta: bool, where) -> None:
+    """Flip TTA averages the mask probabilities after Detectron2 has set the scores: rescoring would not happen."""
+    if tta and hp["mask_rescore"]:
+        raise ConfigError(f"{where}: a mask_rescore model cannot use flip TTA (--tta); export it without")
+
+
 class Predictor:
     """A trained Mask R-CNN from a checkpoint folder (model.pth + config.yaml), at native resolution."""
 
@@ -55,8 +61,7 @@ class Predictor:
             if not (ckpt / name).is_file():
                 raise ConfigError(f"{ckpt}: not a trial checkpoint (missing {name})")
         self.hp = inference_hparams(ckpt)
-        if self.hp["mask_rescore"] and tta:  # Detectron2's TTA averages mask probabilities after scoring
-            raise ConfigError(f"{ckpt}: a mask_rescore model cannot use flip TTA (--tta); export it without")
+        check_tta(self.hp, tta, ckpt)
         cfg = get_cfg()
         config = ckpt / "config.yaml"
         try:
