@@ -97,6 +97,28 @@ def test_each_lever_reaches_detectron2s_config():
     assert c4.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION == 28
 
 
+def test_cosine_schedule_warms_up_then_falls_to_zero_without_steps():
+    from detectron2.solver import build_lr_scheduler
+
+    hp = {"weights": "scratch", "epochs": 10, "warmup_epochs": 2, "lr": 0.02, "lr_schedule": "cosine"}
+    cfg = build_cfg({**hp, "decay_epochs": [5]}, num_train_images=10)  # decays do not apply under cosine
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    lrs = []
+    for _ in range(cfg.SOLVER.MAX_ITER):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+
+    def cosine(i: int) -> float:  # Detectron2's: over the whole schedule, the warm-up ramps up to it
+        return 0.02 * (1 + np.cos(np.pi * i / 100)) / 2
+
+    after = lrs[20:]  # 2 warm-up epochs of 10 iterations
+    assert lrs[0] < 0.001 and max(lrs) == pytest.approx(cosine(20), rel=0.01)
+    assert all(a >= b for a, b in zip(after, after[1:], strict=False)) and after[-1] < 0.0002
+    assert lrs[50] == pytest.approx(cosine(50), rel=0.01) and lrs[51] == pytest.approx(cosine(51), rel=0.01)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 from detectron2.data import transforms as T
-from skimage.color import hed_from_rgb, rgb_from_hed
-from skimage.color.colorconv import rgb_from_yiq, yiq_from_rgb
 
 _LOG_ADJUST = np.log(1e-6)  # scikit-image's optical-density scale (separate_stains / combine_stains)
 _LOG_RGB = np.log(np.maximum(np.arange(256) / 255.0, 1e-6)).astype(np.float32)  # log(rgb) of each uint8 level
@@ -42,6 +40,9 @@ def _to_uint8(x: np.ndarray, shape: tuple) -> np.ndarray:
 
 def stain_map(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log(rgb) -> log(rgb) @ A + c: the stain jitter alpha * hed + beta, as one affine map of log(rgb)."""
+    # Imported here: trials without colour jitter need neither scikit-image nor SciPy (a GPU machine may lack them).
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
     a = hed_from_rgb @ np.diag(alpha) @ rgb_from_hed
     c = _LOG_ADJUST * (np.asarray(beta) @ rgb_from_hed)
     return a.astype(np.float32), c.astype(np.float32)
@@ -58,6 +59,8 @@ def apply_stain(image: np.ndarray, alpha, beta, image_format: str = "BGR") -> np
 
 def chroma_map(hue_degrees: float, saturation: float) -> np.ndarray:
     """rgb -> rgb @ M: rotate YIQ's chroma plane by `hue_degrees` and scale it by `saturation`."""
+    from skimage.color.colorconv import rgb_from_yiq, yiq_from_rgb
+
     t = np.deg2rad(hue_degrees)
     m = np.eye(3)
     m[1:, 1:] = saturation * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])

@@ -44,7 +44,7 @@ def check_tta(hp: dict, tta: bool, where) -> None:
 
 
 class Predictor:
-    """A trained Mask R-CNN from a checkpoint folder (model.pth + config.yaml), at native resolution."""
+    """A trained Mask R-CNN from a checkpoint folder (model.pth + config.yaml; state.json: its inference hparams)."""
 
     def __init__(
         self,
