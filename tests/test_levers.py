@@ -52,7 +52,7 @@ def test_strong_colour_jitter_stays_within_pixel_values(rgb):
     i, q = yiq[..., 1].copy(), yiq[..., 2].copy()
     yiq[..., 1], yiq[..., 2] = s * (np.cos(t) * i - np.sin(t) * q), s * (np.sin(t) * i + np.cos(t) * q)
     reference = np.clip(yiq2rgb(yiq), 0, 1) * 255
-    assert np.abs(apply_chroma(bgr, 20, 1.3)[..., ::-1] - reference).max() <= 0.51
+    assert np.abs(apply_chroma(bgr, 20, 1.3)[..., ::-1] - reference).max() <= 0.6  # rounding, in float32
     assert np.array_equal(apply_chroma(bgr, 0, 1), bgr)
 
 

