@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trainable.config import BACKBONES, DEFAULTS, ConfigError, validate, with_defaults
+from trainable.config import BACKBONES, DEFAULTS, ConfigError, as_run, validate, with_defaults
 from trainable.files import read_document
 
 SEARCHERS = ("optuna", "random", "grid")
@@ -138,8 +138,8 @@ class Space:
                 n = int(config.get(f"{name}_count", p.count[0]))
                 fractions = sorted(config[f"{name}_{i}"] for i in range(1, n + 1))
                 hp["decay_epochs"] = [max(1, round(f * hp["epochs"])) for f in fractions]
-        hp["decay_epochs"] = decays_that_happen(hp["decay_epochs"], hp["epochs"], hp["lr_schedule"])
-        return hp
+        hp["decay_epochs"] = decays_that_happen(hp["decay_epochs"], hp["epochs"])
+        return as_run(hp)
 
     def trial_seed(self, number: int) -> int:
         """The seed of the sweep's trial number `number` (0, 1, ...) under `trial_seeds: per_trial`."""
@@ -199,11 +199,10 @@ class Space:
         return out
 
 
-def decays_that_happen(decay_epochs: list, epochs: float, lr_schedule: str = "step") -> list:
+def decays_that_happen(decay_epochs: list, epochs: float) -> list:
     """The decays a trial of `epochs` epochs makes: inside (0, epochs), one per epoch (schedulers need increasing
-    steps). A decay at or after the last epoch never happens, nor does any under a cosine schedule, so it is neither
-    run nor recorded."""
-    return sorted({d for d in decay_epochs if 0 < d < epochs}) if lr_schedule == "step" else []
+    steps). A decay at or after the last epoch never happens, so it is neither run nor recorded."""
+    return sorted({d for d in decay_epochs if 0 < d < epochs})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from skimage.color import hed2rgb, hed_from_rgb, rgb2hed, rgb2yiq, yiq2rgb
 from tests.conftest import DUP_TILE, SAMPLE_DATA
 from trainable.augment import NucleiTrainMapper, build_augmentations, with_images
 from trainable.colour import apply_chroma, apply_stain
-from trainable.config import ConfigError, build_cfg, validate, with_defaults
+from trainable.config import ConfigError, as_run, build_cfg, validate, with_defaults
 from trainable.data import load_train_records
 from trainable.rescore import mask_quality, rescore
 
@@ -93,8 +93,12 @@ def test_each_lever_reaches_detectron2s_config():
     assert cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION == 0.5
     assert cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == [[1 / 3, 1.0, 3.0]]
     assert cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION == 28
-    c4 = build_cfg({**base, "backbone": "R50-C4", "mask_resolution": 28}, 20)  # C4 pools once for both heads
-    assert c4.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION == 28
+    # A C4 model pools once for both heads: a space that searches mask_resolution records (and runs) its 14.
+    with pytest.raises(ConfigError, match="mask_resolution 28 needs an FPN backbone"):
+        build_cfg({**base, "backbone": "R50-C4", "mask_resolution": 28}, 20)
+    recorded = as_run(with_defaults({**base, **levers, "backbone": "R50-C4", "decay_epochs": [5]}))
+    assert recorded["mask_resolution"] == 14 and recorded["decay_epochs"] == []  # cosine: no decays either
+    assert build_cfg(recorded, 20).MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION == 14
 
 
 def test_cosine_schedule_warms_up_then_falls_to_zero_without_steps():

@@ -50,7 +50,7 @@ DEFAULTS: dict = {
     "rpn_nms": 0.7,  # RPN's NMS IoU threshold
     "roi_nms": 0.5,  # the detections' NMS IoU threshold (test time)
     "roi_positive_fraction": 0.25,  # share of foreground RoIs in each image's roi_batch_size
-    "mask_resolution": 14,  # RoI features of the mask head (masks are twice that); C4: of the shared res5 head
+    "mask_resolution": 14,  # RoI features of the FPN mask head (masks are twice that); C4 models: 14 only
     "rpn_batch_size": 512,
     "roi_batch_size": 512,
     "proposals_train": 2000,  # RPN post-NMS top-k per image in training
@@ -148,6 +148,11 @@ def _check(hp: dict) -> None:
         raise ConfigError(f"anchor_aspect must be a number >= 1, got {hp['anchor_aspect']!r}")
     if hp["mask_resolution"] not in MASK_RESOLUTIONS:
         raise ConfigError(f"mask_resolution must be one of {list(MASK_RESOLUTIONS)}, got {hp['mask_resolution']!r}")
+    if hp["mask_resolution"] != 14 and not hp["backbone"].endswith("FPN"):
+        raise ConfigError(
+            f"mask_resolution {hp['mask_resolution']} needs an FPN backbone: {hp['backbone']} pools once for both "
+            "heads (14), and more would run its res5 head on 4x the pixels of every RoI"
+        )
     if hp["lr_schedule"] not in LR_SCHEDULES:
         raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {hp['lr_schedule']!r}")
     if not isinstance(hp["mask_rescore"], bool):
@@ -212,6 +217,17 @@ def _norm(hp: dict) -> str:
     return "FrozenBN"
 
 
+def as_run(hp: dict) -> dict:
+    """The hyperparameters as they act, for recording: a searched value that does not apply is reset, so that two
+    trials that train alike are recorded alike (decays under a cosine schedule, a C4 model's mask resolution)."""
+    hp = dict(hp)
+    if hp["lr_schedule"] == "cosine":
+        hp["decay_epochs"] = []
+    if not hp["backbone"].endswith("FPN"):
+        hp["mask_resolution"] = DEFAULTS["mask_resolution"]
+    return hp
+
+
 def validate(hp: dict) -> dict:
     """Hyperparameters with defaults filled in, checked (cheap: call before loading data or models)."""
     hp = with_defaults(hp)
@@ -265,9 +281,7 @@ def build_cfg(
     cfg.MODEL.RPN.NMS_THRESH = float(hp["rpn_nms"])
     cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = float(hp["roi_nms"])
     cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION = float(hp["roi_positive_fraction"])
-    # C4 pools once for both heads (res5 halves it, the mask head's deconvolution doubles it back); FPN per head.
-    resolution = cfg.MODEL.ROI_MASK_HEAD if fpn else cfg.MODEL.ROI_BOX_HEAD
-    resolution.POOLER_RESOLUTION = int(hp["mask_resolution"])
+    cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = int(hp["mask_resolution"])  # C4 pools with the box head's (14)
     cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = int(hp["rpn_batch_size"])
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = int(hp["proposals_train"])
     cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 2 * int(hp["proposals_train"])
