@@ -388,9 +388,10 @@ def _confirm(path: Path, c: dict) -> dict[str, int]:
     return out
 
 
-# Hyperparameters whose valid values depend on one another (trainable.config's checks, weights and norm, warm-up and
-# decays against epochs): corners combine every end of these; every other parameter's ends are checked one at a time.
-JOINT = ("backbone", "weights", "norm", "epochs", "warmup_epochs", "decay")
+# Hyperparameters whose valid values depend on one another (trainable.config's checks: weights and norm, warm-up and
+# decays against epochs, mask resolution against backbone): corners combine every end of these; every other
+# parameter's ends are checked one at a time.
+JOINT = ("backbone", "weights", "norm", "epochs", "warmup_epochs", "decay", "mask_resolution")
 
 
 def corners(space: Space) -> list[dict]:
