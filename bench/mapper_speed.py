@@ -1,5 +1,7 @@
 """Training mapper speed, side by side on one core: Detectron2's stock DatasetMapper, the full-mask mapper the project
-used before (`FullMaskMapper`), and the box-local one trials use now (`NucleiTrainMapper`).
+used before (`FullMaskMapper`), the box-local one trials use now (`NucleiTrainMapper`), and the same with every
+augmentation lever of the nuclei space on (quarter turns, scale 1.5 with 20 % jitter, contrast, stain and
+hue/saturation jitter), the costliest sample a trial of spaces/maskrcnn.yaml can ask for.
 
     .venv/bin/python bench/mapper_speed.py [--data ../shared/data/nuclei] [--crop 500] [--samples 48]
 
@@ -66,6 +68,15 @@ def main() -> None:
 
     records, stats = load_train_records(args.data)
     hp = with_defaults({"crop_size": args.crop, "hflip": 0.5, "vflip": 0.5, "brightness": 0.2})
+    levers = {
+        "rot90": 0.75,
+        "scale": 1.5,
+        "scale_jitter": 0.2,
+        "contrast": 0.2,
+        "stain": 0.05,
+        "hue": 5,
+        "saturation": 0.1,
+    }
     t0 = time.perf_counter()
     in_memory = with_images(records)
     decode_ms = (time.perf_counter() - t0) * 1000 / len(records)
@@ -88,6 +99,7 @@ def main() -> None:
         ("Detectron2 DatasetMapper (stock)", stock, records, 1),
         ("FullMaskMapper (before)", FullMaskMapper(build_augmentations(hp)), records, 1),
         ("NucleiTrainMapper (now)", NucleiTrainMapper(build_augmentations(hp)), in_memory, args.repeats),
+        ("NucleiTrainMapper, every lever on", NucleiTrainMapper(build_augmentations({**hp, **levers})), in_memory, 3),
     ):
         ms, mb, n = [], [], []
         for _ in range(repeats):
