@@ -219,10 +219,11 @@ def _norm(hp: dict) -> str:
 
 def as_run(hp: dict) -> dict:
     """The hyperparameters as they act, for recording: a searched value that does not apply is reset, so that two
-    trials that train alike are recorded alike (decays under a cosine schedule, a C4 model's mask resolution)."""
+    trials that train alike are recorded alike (decays and gamma under a cosine schedule, a C4 model's mask
+    resolution)."""
     hp = dict(hp)
     if hp["lr_schedule"] == "cosine":
-        hp["decay_epochs"] = []
+        hp["decay_epochs"], hp["gamma"] = [], DEFAULTS["gamma"]
     if not hp["backbone"].endswith("FPN"):
         hp["mask_resolution"] = DEFAULTS["mask_resolution"]
     return hp
