@@ -251,3 +251,24 @@ def test_export_refuses_flip_tta_for_a_rescoring_model(pretrained, dup_data, tmp
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "cannot use flip TTA (--tta)" in err and len(err.splitlines()) == 1
     assert not out.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ('{"hparams": {"scale": "big"}}', "scale must be in (0, 4], got 'big'"),
+        ('{"hparams": {"mask_rescore": "yes"}}', "mask_rescore must be true or false, got 'yes'"),
+        ('{"hparams": [1, 2]}', "unreadable (not the JSON a trial writes)"),
+        ("[1, 2]", "unreadable (not the JSON a trial writes)"),
+        ("{not json", "unreadable (not the JSON a trial writes)"),
+    ],
+)
+def test_export_answers_a_bad_state_json_in_one_line(pretrained, dup_data, tmp_path, capsys, state, message):
+    from search import export
+
+    ckpt = _checkpoint(pretrained, tmp_path / "ckpt")
+    (ckpt / "state.json").write_text(state)
+    out = tmp_path / "submission" / "answer.json"
+    assert export.main(["--checkpoint", str(ckpt), "--data", str(dup_data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {ckpt / 'state.json'}: {message}" and not out.parent.exists()

@@ -105,6 +105,18 @@ def _real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def check_range(k: str, v) -> None:
+    """A numeric lever inside its RANGES entry, or one ConfigError."""
+    low, high = RANGES[k]
+    if not (_real(v) and (low < v if k in POSITIVE else low <= v) and v <= high):
+        raise ConfigError(f"{k} must be in {'(' if k in POSITIVE else '['}{low}, {high}], got {v!r}")
+
+
+def check_flag(k: str, v) -> None:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{k} must be true or false, got {v!r}")
+
+
 def with_defaults(hp: dict) -> dict:
     unknown = set(hp) - set(DEFAULTS)
     if unknown:
@@ -139,11 +151,8 @@ def _check(hp: dict) -> None:
     for k in ("batch_size", "seed"):
         if isinstance(hp[k], bool) or not isinstance(hp[k], numbers.Integral) or hp[k] < 0:
             raise ConfigError(f"{k} must be a whole number, got {hp[k]!r}")
-    for k, (low, high) in RANGES.items():
-        v = hp[k]
-        inside = _real(v) and (low <= v if k not in POSITIVE else low < v) and v <= high
-        if not inside:
-            raise ConfigError(f"{k} must be in {'(' if k in POSITIVE else '['}{low}, {high}], got {v!r}")
+    for k in RANGES:
+        check_range(k, hp[k])
     if not (_real(hp["anchor_aspect"]) and hp["anchor_aspect"] >= 1):
         raise ConfigError(f"anchor_aspect must be a number >= 1, got {hp['anchor_aspect']!r}")
     if hp["mask_resolution"] not in MASK_RESOLUTIONS:
@@ -155,8 +164,7 @@ def _check(hp: dict) -> None:
         )
     if hp["lr_schedule"] not in LR_SCHEDULES:
         raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {hp['lr_schedule']!r}")
-    if not isinstance(hp["mask_rescore"], bool):
-        raise ConfigError(f"mask_rescore must be true or false, got {hp['mask_rescore']!r}")
+    check_flag("mask_rescore", hp["mask_rescore"])
     if hp["norm"] not in ("auto", "GN", "FrozenBN"):
         raise ConfigError(f"norm must be auto, GN or FrozenBN, got {hp['norm']!r}")
     if hp["norm"] == "GN" and hp["weights"] in ("imagenet", "coco"):

@@ -21,7 +21,7 @@ from detectron2.modeling import GeneralizedRCNNWithTTA, build_model
 
 from trainable import rescore
 from trainable.augment import inference_augmentations
-from trainable.config import DEFAULTS, ConfigError, merge_safely
+from trainable.config import DEFAULTS, ConfigError, check_flag, check_range, merge_safely
 from trainable.evaluate import fetch_count
 
 INFERENCE_KEYS = ("scale", "mask_rescore")  # the hyperparameters that act at inference too
@@ -31,10 +31,19 @@ def inference_hparams(checkpoint_dir: str | Path) -> dict:
     """`scale` and `mask_rescore` as the checkpoint's trial used them (state.json), defaults where it says nothing."""
     saved = Path(checkpoint_dir) / "state.json"
     try:
-        hp = json.loads(saved.read_text()).get("hparams", {}) if saved.is_file() else {}
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-        raise ConfigError(f"{saved}: unreadable (not the JSON a trial writes)") from None
-    return {k: hp.get(k, DEFAULTS[k]) for k in INFERENCE_KEYS}
+        doc = json.loads(saved.read_text()) if saved.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        doc = None
+    hp = doc.get("hparams", {}) if isinstance(doc, dict) else None
+    if not isinstance(hp, dict):
+        raise ConfigError(f"{saved}: unreadable (not the JSON a trial writes)")
+    out = {k: hp.get(k, DEFAULTS[k]) for k in INFERENCE_KEYS}
+    try:
+        check_range("scale", out["scale"])
+        check_flag("mask_rescore", out["mask_rescore"])
+    except ConfigError as e:
+        raise ConfigError(f"{saved}: {e}") from None
+    return out
 
 
 def check_tta(hp: dict, tta: bool, where) -> None:
