@@ -139,7 +139,7 @@ class Space:
                 fractions = sorted(config[f"{name}_{i}"] for i in range(1, n + 1))
                 hp["decay_epochs"] = [max(1, round(f * hp["epochs"])) for f in fractions]
         hp["decay_epochs"] = decays_that_happen(hp["decay_epochs"], hp["epochs"])
-        return as_run(hp)
+        return as_run(hp, searched=self.params)
 
     def trial_seed(self, number: int) -> int:
         """The seed of the sweep's trial number `number` (0, 1, ...) under `trial_seeds: per_trial`."""

@@ -96,7 +96,8 @@ def test_each_lever_reaches_detectron2s_config():
     # A C4 model pools once for both heads: a space that searches mask_resolution records (and runs) its 14.
     with pytest.raises(ConfigError, match="mask_resolution 28 needs an FPN backbone"):
         build_cfg({**base, "backbone": "R50-C4", "mask_resolution": 28}, 20)
-    recorded = as_run(with_defaults({**base, **levers, "backbone": "R50-C4", "decay_epochs": [5], "gamma": 0.5}))
+    hp = with_defaults({**base, **levers, "backbone": "R50-C4", "decay_epochs": [5], "gamma": 0.5})
+    recorded = as_run(hp, searched={"backbone", "mask_resolution"})
     assert recorded["mask_resolution"] == 14 and recorded["decay_epochs"] == [] and recorded["gamma"] == 0.1  # cosine
     assert build_cfg(recorded, 20).MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION == 14
 

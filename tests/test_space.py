@@ -196,3 +196,7 @@ def test_corners_of_the_real_space_reach_every_choice(tmp_path):
     )
     with pytest.raises(SpaceError, match="mask_resolution must be one of"):
         load_space(tmp_path / "late.yaml")
+    # A resolution the user fixed is not reset for a C4 model, as a searched one is: it is refused.
+    fixed_c4 = _write(tmp_path, "fixed: {backbone: R50-C4, weights: scratch, warmup_epochs: 0.5, mask_resolution: 28}")
+    with pytest.raises(SpaceError, match="fixed: mask_resolution 28 needs an FPN backbone"):
+        load_space(fixed_c4)

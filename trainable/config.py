@@ -225,14 +225,13 @@ def _norm(hp: dict) -> str:
     return "FrozenBN"
 
 
-def as_run(hp: dict) -> dict:
-    """The hyperparameters as they act, for recording: a searched value that does not apply is reset, so that two
-    trials that train alike are recorded alike (decays and gamma under a cosine schedule, a C4 model's mask
-    resolution)."""
+def as_run(hp: dict, searched=()) -> dict:
+    """The hyperparameters as they act, for recording: decays and gamma under a cosine schedule are reset, and so is a
+    searched mask resolution that a C4 model drew (a fixed one stays, for validate to refuse)."""
     hp = dict(hp)
     if hp["lr_schedule"] == "cosine":
         hp["decay_epochs"], hp["gamma"] = [], DEFAULTS["gamma"]
-    if not hp["backbone"].endswith("FPN"):
+    if "mask_resolution" in searched and not hp["backbone"].endswith("FPN"):
         hp["mask_resolution"] = DEFAULTS["mask_resolution"]
     return hp
 
