@@ -273,3 +273,13 @@ def test_export_answers_a_bad_state_json_in_one_line(pretrained, dup_data, tmp_p
     assert export.main(["--checkpoint", str(ckpt), "--data", str(dup_data), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {ckpt / 'state.json'}: {message}" and not out.parent.exists()
+
+
+def test_a_trial_file_with_a_bad_lever_writes_nothing(tmp_path, capsys):
+    from trainable import train
+
+    config = tmp_path / "trial.yaml"
+    config.write_text(f"hparams: {{weights: scratch, stain: 2}}\nsettings: {{data: {SAMPLE_DATA}}}\n")
+    assert train.main(["--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == "error: stain must be in [0, 1], got 2"
+    assert not (tmp_path / "out").exists()

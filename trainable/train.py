@@ -561,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{args.config}: no dataset: give --data or settings.data")
         sdict["data"] = str(Path(sdict["data"]).resolve())
         settings = Settings.from_dict(sdict)
+        validate(hparams)  # a bad value is one line before OUT is made
         reporter = LocalReporter(out)
         resume = reporter.latest() if args.resume else None
         if args.resume and resume is None:
