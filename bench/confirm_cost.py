@@ -20,6 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from search.sweeps import CONFIRMED  # noqa: E402
 
 
 def _run(*args: str) -> float:
@@ -66,7 +69,7 @@ def main() -> None:
     table["cpu_hours_x_sweep"] = table["cpu_hours"] / table.loc[0, "cpu_hours"]
     print()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    confirm = pd.read_csv(folder / "confirm.csv")
+    confirm = pd.read_csv(folder / CONFIRMED)
     print()
     print(confirm.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 

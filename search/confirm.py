@@ -2,13 +2,15 @@
 
     python -m search.confirm [--name SWEEP] [--top K] [--folds N] [--address auto]
 
-The labelled tiles are split into N folds; fold 0 is the sweep's own validation tiles, the others share the rest
-(a seeded shuffle, dealt in turn). Each of the K best trials of the sweep is re-trained, with its hyperparameters and
-seed, on every fold's complement and scored on the fold, as Ray Tune trials with the sweep's resources; its fold-0
-score is its sweep score (a trial that ASHA stopped early is re-trained on fold 0 too: its sweep score covers only
-part of its schedule). Ranked by mean val_map50_best over the N folds, with its standard deviation: confirm.csv beside
-the leaderboard, which gains the columns confirm_mean, confirm_std and confirm_folds; MLflow runs under the sweep's
-run (role `confirm`). Run it again to continue an interrupted confirmation.
+The sweep's tiles (its training and validation tiles) are split into N folds; fold 0 is the sweep's own validation
+tiles, the others share its training tiles (a seeded shuffle, dealt in turn). Each of the K best trials of the sweep
+is re-trained, with its hyperparameters and seed, on every other fold's complement and scored on the fold, as Ray Tune
+trials with the sweep's resources; its fold-0 score is its sweep score (a trial that ASHA stopped early is re-trained
+on fold 0 too, on the sweep's own training tiles: its sweep checkpoint covers only part of its schedule, and this one
+is what ships). Ranked by mean val_map50_best over folds 1..N-1, with its standard deviation: fold 0 chose the K, so
+its scores carry the winner's curse and are shown beside them, not averaged in. The ranking is confirm/confirm.csv,
+beside the jobs it came from; the leaderboard shows it as confirm_mean, confirm_std and confirm_folds; MLflow runs
+under the sweep's run (role `confirm`). Run it again to continue an interrupted confirmation.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pandas as pd
 
 from search import leaderboard, outcome, reruns
 from search.space import SpaceError
-from search.sweeps import BOARD, CONFIRM_DIR, CONFIRMED, SPACE_COPY, UsageError, check_name, latest_sweep
+from search.sweeps import CONFIRM_DIR, CONFIRMED, SPACE_COPY, UsageError, sweep_folder
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, Split, load_train_records
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_folds(ids: list[str], val_ids: list[str], n: int, seed: int) -> list[list[str]]:
-    """N folds of the labelled tiles `ids`: fold 0 is `val_ids` (the sweep's validation), folds 1..N-1 deal the rest
+    """N folds of the sweep's tiles `ids`: fold 0 is `val_ids` (the sweep's validation), folds 1..N-1 deal the rest
     in a shuffle seeded by `seed`. Refused when a fold would be empty."""
     rest = sorted(set(ids) - set(val_ids))
     if n < 2 or n - 1 > len(rest):
@@ -80,14 +82,16 @@ def plan(folder: Path, top: int | None, folds: int | None, data: str | None = No
     folds = space.confirm["folds"] if folds is None else folds
     chosen = candidates(board, top)
     records, _ = load_train_records(settings.data, settings.cache_dir)
-    ids = [r["image_id"] for r in records]
     split = Split.from_dict(settings.split)
-    tiles = make_folds(ids, split.apply(ids)[1], folds, split.seed)
+    sweep_train, sweep_val = split.apply([r["image_id"] for r in records])
+    pool = sorted({*sweep_train, *sweep_val})  # the tiles the sweep used: fold 0 trains on sweep_train exactly
+    tiles = make_folds(pool, sweep_val, folds, split.seed)
     jobs = []
     for row in chosen.to_dict("records"):
-        config = reruns.trial_config(folder, row)
+        config = reruns.trial_config(folder, row, space)
         for f in range(0 if row["status"] != "finished" else 1, folds):
-            jobs.append(reruns.job("confirm", row, config, tiles[f], len(ids) - len(tiles[f]), fold=f, folds=folds))
+            train = [i for i in pool if i not in set(tiles[f])]
+            jobs.append(reruns.job("confirm", row, config, tiles[f], len(train), train, fold=f, folds=folds))
     done = reruns.read_jobs(folder / CONFIRM_DIR)
     if done is not None and done != jobs:
         trials, n = len({j["trial_id"] for j in done}), done[0]["folds"] if done else 0
@@ -100,14 +104,15 @@ def plan(folder: Path, top: int | None, folds: int | None, data: str | None = No
 
 def rank(chosen: pd.DataFrame, rows: list[dict], folds: int) -> pd.DataFrame:
     """One row per confirmed trial: sweep score, the score on each fold, mean and standard deviation over the folds
-    that scored, best mean first (ties: the sweep's order)."""
+    that took no part in choosing it (1..N-1) and scored, best mean first (ties: the sweep's order). Fold 0 is shown:
+    for a finished trial it is its sweep score, the very number it was chosen by."""
     out = []
     for order, c in enumerate(chosen.to_dict("records")):
         per_fold = {0: c["best_val_map50"]} if c["status"] == "finished" else {}
         for r in rows:
             if r["job"]["trial_id"] == c["trial_id"] and r["status"] in outcome.SCORED + ("failed",):
                 per_fold[r["job"]["fold"]] = r["score"]
-        scores = pd.Series([per_fold[f] for f in sorted(per_fold)], dtype=float)
+        scores = pd.Series([per_fold[f] for f in sorted(per_fold) if f > 0], dtype=float)
         out.append(
             {
                 "trial": int(c["trial"]),
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         results = Path(args.results).expanduser().resolve()
-        folder = results / (check_name(args.name) or latest_sweep(results))
+        folder = sweep_folder(results, args.name)
         jobs, ctx = plan(folder, args.top, args.folds, args.data)
         from search import preflight
 
@@ -199,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     table = rank(ctx["chosen"], rows, folds)
-    table.to_csv(folder / CONFIRMED, index=False)
-    board = leaderboard.with_confirmation(ctx["board"], table)
-    board.to_csv(folder / BOARD, index=False)
+    table.to_csv(folder / CONFIRMED, index=False)  # beside confirm/jobs.json; the leaderboard reads it from there
     hours = sum(r["device_hours"] for r in rows)
     unit = "GPU-hours" if space.resources.get("gpu") else "CPU-hours"
     line = verdict(table)

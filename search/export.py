@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import zipfile
@@ -25,31 +24,23 @@ from pathlib import Path
 from search import leaderboard, tuning  # noqa: F401 - tuning before search.checkpoints: Ray's environment defaults
 from search.checkpoints import best_checkpoint
 from search.space import SpaceError
-from search.sweeps import BOARD, SPACE_COPY, UsageError, check_name, latest_sweep, read_settings
+from search.sweeps import BOARD, SPACE_COPY, UsageError, read_settings, sweep_folder
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
 from trainable.evaluate import COURSE_MAX_DETS
-from trainable.files import read_document
+from trainable.files import atomic_write as _atomic_write
+from trainable.files import check_folder, read_document
 
 
 class ExportError(ValueError):
     pass
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # keeps the suffix (PIL reads it)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple[Path, Path, dict, str]:
     """(sweep folder, checkpoint folder, row of the leaderboard, why) for --best (leaderboard.winner: the confirmed
     winner where search.confirm ran, else the highest score) or --trial."""
-    folder = results / (check_name(name) or latest_sweep(results))
+    folder = sweep_folder(results, name)
     board = leaderboard.read(folder)
     if trial:
         rows = board[board["trial_id"] == trial]
@@ -146,6 +137,14 @@ def export(
     }
 
 
+def check_out(out: Path, what: str) -> None:
+    """Where export writes (the submission, its zip, overlays/): refused in one line before any model is loaded."""
+    for path in (out, out.with_suffix(".zip")):
+        if path.is_dir():
+            raise UsageError(f"{path}: is a folder, not a file ({what}: the submission JSON)")
+    check_folder(out.parent / "overlays", UsageError, what)
+
+
 def _zip(src: Path, dest: Path) -> None:
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
         z.write(src, arcname=src.name)
@@ -155,16 +154,20 @@ def score(submission: Path, gt_dir: Path, cache_dir: str | None = None) -> dict:
     """Mask AP of a submission against labelled tiles (<id>/images, <id>/masks, or a dataset root with train/)."""
     from trainable.evaluate import coco_ground_truth, mask_ap, recall_ceiling
 
+    check_folder(gt_dir, UsageError, "--gt")
     results = read_document(submission, ExportError)
-    if not isinstance(results, list):
-        raise ExportError(f"{submission}: expected a list of detections")
+    if not isinstance(results, list) or not all(isinstance(d, dict) for d in results):
+        raise ExportError(f"{submission}: expected a list of detections (mappings)")
     subdir = "train" if (gt_dir / "train").is_dir() else ""
     records, _ = load_train_records(gt_dir, cache_dir, subdir=subdir)
     # Image ids: test_img_ids.json beside the tiles maps "<id>.png" -> id; otherwise the folder names.
     ids = {r["image_id"]: r["image_id"] for r in records}
     index_file = gt_dir / "test_img_ids.json"
     if index_file.is_file():
-        ids = {Path(e["file_name"]).stem: e["id"] for e in json.loads(index_file.read_text())}
+        index = read_document(index_file, ExportError)
+        if not isinstance(index, list) or not all(isinstance(e, dict) and {"file_name", "id"} <= set(e) for e in index):
+            raise ExportError(f"{index_file}: unreadable (expected a list of {{file_name, id, ...}})")
+        ids = {Path(e["file_name"]).stem: e["id"] for e in index}
     for r in records:
         r["image_id"] = ids.get(r["image_id"], r["image_id"])
     known = {r["image_id"] for r in records}
@@ -278,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             data = read_settings(folder)["settings"]["data"]
         if data is None:
             raise UsageError("--data DIR is needed with --checkpoint")
+        check_folder(data, UsageError, "--data" if args.data else f"the sweep's data ({folder / 'sweep.json'})")
         if args.tta:  # before a refit trains
             from trainable.predict import check_tta, inference_hparams
 
@@ -285,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             check_tta(hp, True, where)
         where = folder / "refit" if refit_job else (folder or ckpt)
         out = Path(args.out) if args.out else where / "submission" / "answer.json"
+        check_out(out, "--out" if args.out else "the submission")
         import torch
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -9,13 +9,14 @@ import pandas as pd
 
 from search import outcome
 from search.space import Space, param_text
-from search.sweeps import BOARD, CONFIRM_DIR, CONFIRMED, UsageError
+from search.sweeps import BOARD, CONFIRM_DIR, CONFIRMED, UsageError, read_json, read_table, unreadable
 from trainable.metrics import SCORE
 
 CONFIRM_COLUMNS = {"mean_val_map50": "confirm_mean", "std_val_map50": "confirm_std", "folds_scored": "confirm_folds"}
 
 
-def _first_line(text: str | None) -> str:
+def _last_line(text: str | None) -> str:
+    """The last non-empty line of a traceback: the exception and its message."""
     lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else ""
 
@@ -34,7 +35,7 @@ def build(experiment_path: str | Path, space: Space) -> pd.DataFrame:
         trial_dir = Path(experiment_path, f"trial_{trial.trial_id}")  # search.tuning.trial_dirname
         s = outcome.summary(trial.status, trial_reports(trial_dir), space.resources)
         if s["status"] == "error":
-            s["failure_reason"] = s["failure_reason"] or _first_line(_read(trial)) or "trial raised"
+            s["failure_reason"] = s["failure_reason"] or _last_line(_read(trial)) or "trial raised"
         rows.append(
             {
                 "trial_id": trial.trial_id,
@@ -97,39 +98,67 @@ def summary(table: pd.DataFrame, space: Space, wall_s: float) -> str:
 
 
 def read(folder: Path) -> pd.DataFrame:
-    """A sweep's leaderboard.csv; a sweep without one has not ended."""
+    """A sweep's leaderboard.csv, with the confirm_* columns of its confirmation where one ran (read from the
+    confirmation's own folder each time: never a copy that could outlive it); a sweep without one has not ended."""
     path = folder / BOARD
     if not path.is_file():
         raise UsageError(f"{folder}: no {BOARD} (the sweep has not ended; resume it first)")
-    return pd.read_csv(path, dtype={"trial_id": str})
-
-
-def with_confirmation(board: pd.DataFrame, confirmed: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard with each confirmed trial's mean val_map50 over folds and its spread (confirm_* columns)."""
-    board = board.drop(columns=[c for c in CONFIRM_COLUMNS.values() if c in board])
-    extra = confirmed[["trial_id", *CONFIRM_COLUMNS]].rename(columns=CONFIRM_COLUMNS)
+    board = read_table(path, ("trial_id", "status", "best_val_map50"), numbers=("best_val_map50",))
+    board = board.drop(columns=[c for c in CONFIRM_COLUMNS.values() if c in board])  # written by older versions
+    confirmed = confirmation(folder)
+    if confirmed is None:
+        return board
+    extra = confirmed[["trial_id", *(c for c in CONFIRM_COLUMNS if c in confirmed)]].rename(columns=CONFIRM_COLUMNS)
     return board.merge(extra, on="trial_id", how="left")
+
+
+def confirmation(folder: Path) -> pd.DataFrame | None:
+    """search.confirm's ranking of the sweep (best first), or None where none ran to its end. It must be the ranking
+    of the jobs beside it (confirm/jobs.json): anything else is one error, never a ranking to trust."""
+    path = folder / CONFIRMED
+    if not path.is_file():
+        return None
+    jobs_file = folder / CONFIRM_DIR / "jobs.json"  # search.reruns.JOBS_FILE
+    table = read_table(path, ("trial_id", "mean_val_map50", "folds_scored"), numbers=("mean_val_map50", "folds_scored"))
+    ran = {str(j["trial_id"]) for j in read_json(jobs_file, list, ("trial_id",))} if jobs_file.is_file() else None
+    if not ran or set(table["trial_id"]) != ran:
+        raise UsageError(
+            f"{path}: does not match the confirmation jobs beside it ({jobs_file.name}): run search.confirm again, or "
+            f"delete {path.parent} to ship without confirmation"
+        )
+    return table
 
 
 def winner(folder: Path, board: pd.DataFrame) -> tuple[dict, str, Path]:
     """(leaderboard row, why, the folder of the trial whose checkpoint to ship) of the trial to ship: the winner of
     search.confirm where it ran to the end, else the scored trial with the highest score. A confirmed winner that ASHA
-    stopped early ships the checkpoint of its confirmation on fold 0: its whole schedule on the sweep's split."""
-    confirmed = folder / CONFIRMED
-    if confirmed.is_file():
-        top = pd.read_csv(confirmed, dtype={"trial_id": str}).iloc[0]
+    stopped early ships the checkpoint of its confirmation on fold 0, its whole schedule on the sweep's split; where
+    that is missing, one error (never the sweep's checkpoint, cut short by ASHA)."""
+    confirmed = confirmation(folder)
+    if confirmed is not None:
+        top = confirmed.iloc[0]
         rows = board[board["trial_id"] == top["trial_id"]]
-        if len(rows):
-            row = rows.iloc[0].to_dict()
-            why = f"confirmed winner: mean val_map50 {top['mean_val_map50']:.4f} over {int(top['folds_scored'])} folds"
-            trial_dir = folder / f"trial_{row['trial_id']}"
-            if row["status"] != "finished":
-                for params in sorted((folder / CONFIRM_DIR).glob("trial_*/params.json")):
-                    job = json.loads(params.read_text())["job"]
-                    if job["trial_id"] == row["trial_id"] and job["fold"] == 0:
-                        trial_dir = params.parent
-                        why += f"; stopped early in the sweep, so its full schedule on fold 0 ({trial_dir.name})"
-            return row, why, trial_dir
+        if rows.empty:
+            raise UsageError(f"{folder / CONFIRMED}: its winner {top['trial_id']} is not in {folder / BOARD}")
+        row = rows.iloc[0].to_dict()
+        why = (
+            f"confirmed winner: mean val_map50 {top['mean_val_map50']:.4f} over {int(top['folds_scored'])} folds "
+            "that took no part in the selection"
+        )
+        if row["status"] == "finished":
+            return row, why, folder / f"trial_{row['trial_id']}"
+        for params in sorted((folder / CONFIRM_DIR).glob("trial_*/params.json")):
+            job = read_json(params, dict, ("job",))["job"]
+            if not isinstance(job, dict) or not {"trial_id", "fold"} <= set(job):
+                raise unreadable(params, "job: expected a mapping with trial_id and fold")
+            if job["trial_id"] == row["trial_id"] and job["fold"] == 0:
+                why += f"; stopped early in the sweep, so its full schedule on fold 0 ({params.parent.name})"
+                return row, why, params.parent
+        raise UsageError(
+            f"{folder / CONFIRM_DIR}: the confirmed winner, trial {int(row['trial']):02d} ({row['trial_id']}), was "
+            "stopped early in the sweep and its fold-0 retrain, the checkpoint to ship, is missing: run search.confirm "
+            "again to retrain it"
+        )
     rows = board[board["status"].isin(outcome.SCORED) & board["best_val_map50"].notna()]
     if rows.empty:
         raise UsageError(f"{folder / BOARD}: no finished trial")

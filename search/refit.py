@@ -26,7 +26,7 @@ def plan(folder: Path, row: dict, data: str | None, force: bool) -> tuple[dict, 
     """The refit's job and context; every check before anything is written."""
     space, settings, saved = reruns.sweep_space(folder, data)
     records, _ = load_train_records(settings.data, settings.cache_dir)
-    config = reruns.trial_config(folder, row)
+    config = reruns.trial_config(folder, row, space)
     job = reruns.job("refit", row, config, [], len(records))
     existing = reruns.read_jobs(folder / REFIT_DIR)
     if existing and existing != [job] and not force:

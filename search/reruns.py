@@ -14,12 +14,16 @@ from pathlib import Path
 from search import outcome
 from search.leaderboard import trial_reports
 from search.space import Space, load_space
-from search.sweeps import BOARD, SETTINGS_FILE, SPACE_COPY, UsageError, read_settings
+from search.sweeps import BOARD, SETTINGS_FILE, SPACE_COPY, UsageError, read_json, read_settings, unreadable
 from search.tuning import ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
+from trainable.config import ConfigError, validate
+from trainable.data import DatasetError
+from trainable.files import check_folder
 from trainable.metrics import METRIC, SCORE
 from trainable.train import Settings
 
 JOBS_FILE = "jobs.json"  # the rerun's jobs, written when it starts: running the command again checks them
+JOB_KEYS = ("role", "trial", "trial_id", "config", "split", "fold", "folds")  # of each job (see `job`)
 
 
 def sweep_space(folder: Path, data: str | None = None) -> tuple[Space, Settings, dict]:
@@ -30,33 +34,52 @@ def sweep_space(folder: Path, data: str | None = None) -> tuple[Space, Settings,
     space, saved = load_space(folder / SPACE_COPY), read_settings(folder)
     for k, v in saved["overrides"].items():
         setattr(space, k, v)
-    settings = Settings.from_dict(saved["settings"])
+    settings = saved_settings(folder, saved)
     settings.data = str(Path(data).expanduser().resolve()) if data else settings.data
+    given = "--data" if data else f"the sweep's data folder ({folder / SETTINGS_FILE})"
+    check_folder(settings.data, UsageError, given)
     if not Path(settings.data).is_dir():
-        given = "--data" if data else f"the sweep's data folder ({folder / SETTINGS_FILE})"
         raise UsageError(f"{settings.data}: {given} not found (moved?): give --data DIR")
     return space, settings, saved
 
 
-def trial_config(folder: Path, row: dict) -> dict:
-    """The searched values of a sweep trial (its Ray config), for re-training it."""
+def trial_config(folder: Path, row: dict, space: Space | None = None) -> dict:
+    """The searched values of a sweep trial (its Ray config), for re-training it; checked against `space`."""
     path = folder / f"trial_{row['trial_id']}" / "params.json"
     if "trial" not in row or not path.is_file():
         raise UsageError(
             f"{folder}: trial {row['trial_id']} has no {'params.json' if 'trial' in row else 'number in ' + BOARD} "
             f"(a sweep from an older version: python -m search.run --resume --name {folder.name} rebuilds it)"
         )
-    return json.loads(path.read_text())
+    config = read_json(path, dict)
+    try:
+        if space is not None:
+            validate(space.hparams(config))
+    except (KeyError, TypeError, ValueError) as e:  # ConfigError is a ValueError
+        raise unreadable(path, f"not a configuration of this sweep's space: {type(e).__name__}: {e}"[:160]) from None
+    return config
 
 
-def job(role: str, row: dict, config: dict, val_ids: list[str], num_train: int, fold=None, folds=None) -> dict:
-    """One rerun: sweep trial `row` (leaderboard) with its searched `config`, validated on `val_ids`."""
+def saved_settings(folder: Path, saved: dict) -> Settings:
+    """The trial settings of sweep.json (`saved`); one UsageError naming the file where they are not a trial's."""
+    try:
+        return Settings.from_dict(saved["settings"])
+    except (ConfigError, DatasetError, TypeError) as e:
+        raise unreadable(folder / SETTINGS_FILE, f"settings: {e}"[:160]) from None
+
+
+def job(
+    role: str, row: dict, config: dict, val_ids: list[str], num_train: int, train_ids=None, fold=None, folds=None
+) -> dict:
+    """One rerun: sweep trial `row` (leaderboard) with its searched `config`, validated on `val_ids`, trained on
+    `train_ids` (None: every other labelled tile, the refit), `num_train` tiles."""
+    split = {"val_ids": list(val_ids)} | ({"train_ids": list(train_ids)} if train_ids is not None else {})
     return {
         "role": role,
         "trial": int(row["trial"]),
         "trial_id": str(row["trial_id"]),
         "config": config,
-        "split": {"val_ids": list(val_ids)},
+        "split": split,
         "num_train": num_train,
         "fold": fold,
         "folds": folds,
@@ -83,10 +106,6 @@ def build_tuner(folder: Path, jobs: list[dict], space: Space, settings: Settings
         {"cpu": space.resources["cpu"], "gpu": space.resources["gpu"]},
     )
     callbacks = [*callbacks, TrainerStatePruner()]
-    if tune.Tuner.can_restore(str(folder)):
-        tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True)
-        tuner._local_tuner.get_run_config().callbacks = callbacks  # as search.run: this launch's callbacks
-        return tuner
     validated = any(j["split"]["val_ids"] for j in jobs)
     reporter = tune.CLIReporter(
         parameter_columns={"job/trial": "trial", "job/fold": "fold"},
@@ -94,13 +113,15 @@ def build_tuner(folder: Path, jobs: list[dict], space: Space, settings: Settings
         max_report_frequency=30,
         sort_by_metric=False,
     )
-    return tune.Tuner(
-        trainable,
-        param_space={"job": tune.grid_search(jobs)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=space.max_concurrent, **tune_names()),
-        # The best report's checkpoint (val_map50) and the latest; without validation data, the latest only.
-        run_config=run_config(folder, space, reporter, callbacks, score=METRIC if validated else None),
-    )
+    param_space = {"job": tune.grid_search(jobs)}
+    tune_config = tune.TuneConfig(max_concurrent_trials=space.max_concurrent, **tune_names())
+    # The best report's checkpoint (val_map50) and the latest; without validation data, the latest only.
+    runs = run_config(folder, space, reporter, callbacks, score=METRIC if validated else None)
+    if tune.Tuner.can_restore(str(folder)):  # as search.run: with this launch's callbacks
+        from search.run import Resumed
+
+        return Resumed(trainable, param_space, tune_config, runs, errored=True)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=runs)
 
 
 def write_jobs(folder: Path, jobs: list[dict]) -> None:
@@ -110,7 +131,7 @@ def write_jobs(folder: Path, jobs: list[dict]) -> None:
 
 def read_jobs(folder: Path) -> list[dict] | None:
     f = folder / JOBS_FILE
-    return json.loads(f.read_text()) if f.is_file() else None
+    return read_json(f, list, JOB_KEYS) if f.is_file() else None
 
 
 def results(folder: Path, space: Space) -> list[dict]:

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from search import leaderboard, outcome, preflight
 from search.space import Space, SpaceError, check_choices, describe, load_space
-from search.sweeps import SETTINGS_FILE, SPACE_COPY, UsageError, check_name, latest_sweep, read_settings
+from search.sweeps import SETTINGS_FILE, SPACE_COPY, UsageError, check_name, read_settings, sweep_folder
 from search.tuning import ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, Split, load_train_records
+from trainable.files import check_folder
 from trainable.metrics import METRIC, SCORE
 from trainable.train import Settings
 
@@ -75,16 +76,19 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
     _positive("--cpus-per-trial", args.cpus_per_trial)
     _positive("--gpus-per-trial", args.gpus_per_trial, allow_zero=True)
     _positive("--time-budget-s", args.time_budget_s)
+    check_folder(results, UsageError, "--results")
     if args.resume:
-        name = check_name(args.name) or latest_sweep(results)
-        folder = results / name
+        folder = sweep_folder(results, args.name)
         if not (folder / SPACE_COPY).is_file():
             raise UsageError(f"{folder}: no sweep to resume (missing {SPACE_COPY})")
         space = load_space(folder / SPACE_COPY)
         saved = read_settings(folder)
         for k, v in saved["overrides"].items():
             setattr(space, k, v)
-        return space, Settings.from_dict(saved["settings"]), folder
+        check_choices(space, folder / SETTINGS_FILE)  # overrides of searcher and scheduler
+        from search.reruns import saved_settings  # sweep.json's settings, or one error naming it
+
+        return space, saved_settings(folder, saved), folder
     if not args.space:
         raise UsageError("--space is required (or --resume to continue a sweep)")
     space = load_space(args.space)
@@ -102,17 +106,19 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
     if "data" not in sdict:
         raise UsageError(f"{args.space}: settings.data is not set: give --data DIR")
     sdict["data"] = str(Path(sdict["data"]).expanduser().resolve())
+    given = "--data" if args.data else f"settings.data of {args.space}"
+    check_folder(sdict["data"], UsageError, given)
     if not Path(sdict["data"]).is_dir():
-        given = "--data" if args.data else f"settings.data of {args.space}"
         raise UsageError(f"{sdict['data']}: dataset folder not found ({given}; give --data DIR, README: Data)")
     try:
         settings = Settings.from_dict(sdict)
-    except (ConfigError, TypeError) as e:
+    except (ConfigError, DatasetError, TypeError) as e:
         raise SpaceError(f"{args.space}: settings: {e}") from None
     fit_to_resources(settings, space, args.space)
     settings.report_at = space.rungs()  # trials report at ASHA's rungs, whatever their eval_every
     name = check_name(args.name) or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = results / name
+    check_folder(folder, UsageError, "--name")
     if folder.exists():
         raise UsageError(f"{folder} already exists: pick another --name, or add --resume to continue it")
     return space, settings, folder
@@ -161,12 +167,6 @@ def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, ca
         {"cpu": space.resources["cpu"], "gpu": space.resources["gpu"]},
     )
     callbacks = [*callbacks, TrainerStatePruner()]  # the best checkpoint keeps weights, not optimizer state
-    if resume:
-        tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=False)
-        # Ray restores the first launch's RunConfig, callbacks included; this launch's replace them (MLflow may have
-        # been off or unreachable then). Ray offers no public setter.
-        tuner._local_tuner.get_run_config().callbacks = callbacks
-        return tuner
     search_alg, param_space, num_samples = build_search(space)
     reporter = tune.CLIReporter(
         parameter_columns=list(param_space or _searched_names(space)),
@@ -174,21 +174,59 @@ def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, ca
         max_report_frequency=30,
         sort_by_metric=False,  # Ray's sort fails on trials stopped before their first report
     )
-    return tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            metric=SCORE,
-            mode="max",
-            search_alg=search_alg,
-            scheduler=build_scheduler(space),
-            num_samples=num_samples,
-            max_concurrent_trials=space.max_concurrent,
-            **tune_names(),
-        ),
-        # The checkpoint of the best report (val_map50); Ray always keeps the latest too.
-        run_config=run_config(folder, space, reporter, callbacks, score=METRIC),
+    tune_config = tune.TuneConfig(
+        metric=SCORE,
+        mode="max",
+        search_alg=search_alg,
+        scheduler=build_scheduler(space),
+        num_samples=num_samples,
+        max_concurrent_trials=space.max_concurrent,
+        **tune_names(),
     )
+    # The checkpoint of the best report (val_map50); Ray always keeps the latest too.
+    runs = run_config(folder, space, reporter, callbacks, score=METRIC)
+    if resume:  # this launch's callbacks, not the first launch's (MLflow may have been off or unreachable then)
+        return Resumed(trainable, param_space, tune_config, runs, errored=False)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=runs)
+
+
+class Resumed:
+    """The experiment that `tune.Tuner(trainable, param_space, tune_config, run_config)` started in run_config's
+    folder, continued by `fit` with Ray's public `tune.run(resume=...)`: unfinished trials go on from their latest
+    checkpoints (errored ones too if `errored`), the searcher from its saved state, with this launch's RunConfig.
+    (`tune.Tuner.restore` brings back the first launch's RunConfig, callbacks included, and has no public way to
+    replace them.) search.reruns continues its experiments alike."""
+
+    def __init__(self, trainable, param_space: dict | None, tune_config, run_config, errored: bool):
+        self.trainable, self.param_space, self.errored = trainable, param_space, errored
+        self.tune_config, self.run_config = tune_config, run_config
+
+    def fit(self):
+        from ray import tune
+
+        tc, rc = self.tune_config, self.run_config
+        return tune.run(
+            self.trainable,
+            resume="AUTO+ERRORED" if self.errored else "AUTO",
+            config=self.param_space,
+            num_samples=tc.num_samples,
+            metric=tc.metric,
+            mode=tc.mode,
+            search_alg=tc.search_alg,
+            scheduler=tc.scheduler,
+            max_concurrent_trials=tc.max_concurrent_trials,
+            trial_name_creator=tc.trial_name_creator,
+            trial_dirname_creator=tc.trial_dirname_creator,
+            name=rc.name,
+            storage_path=rc.storage_path,
+            checkpoint_config=rc.checkpoint_config,
+            max_failures=rc.failure_config.max_failures,
+            sync_config=rc.sync_config,
+            progress_reporter=rc.progress_reporter,
+            callbacks=rc.callbacks,
+            verbose=rc.verbose,
+            raise_on_failed_trial=False,  # as Tuner.fit: failed trials are in the results, not an exception
+        )
 
 
 def interrupt_after(seconds: float) -> threading.Timer:

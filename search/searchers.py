@@ -3,10 +3,13 @@
 - optuna: Optuna's TPE, multivariate and grouped (the decay parameters exist only for some trials, and TPE should
   model the parameters jointly), with the constant liar (trials run `max_concurrent` at a time: running trials count
   as bad so that concurrent proposals spread out). It learns the trial score of search.outcome: a finished trial as
-  COMPLETE with its score; a trial ASHA stopped as PRUNED with its score per epoch, which TPE ranks below finished
-  trials and by how far they got; a trial that raised as FAIL.
+  COMPLETE with its score; a trial ASHA stopped as PRUNED with its score at each rung it reached, which TPE ranks below
+  finished trials, then by the last step and the score there; a trial that raised as FAIL. Steps are progress steps
+  (thousandths of each trial's own schedule, trainable.metrics.STEP), so trials stopped at one rung rank by score,
+  whatever their epochs.
 - random / grid: Ray's BasicVariantGenerator; grid runs every combination of the choices, plus each point to evaluate.
-- asha: Ray's ASHAScheduler on each trial's progress through its own schedule (rungs at fractions of it), by score.
+- asha: Ray's ASHAScheduler on each trial's progress steps through its own schedule (rungs at fractions of it, in
+  whole thousandths), by score.
 """
 
 from __future__ import annotations
@@ -19,22 +22,34 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search import outcome
 from search.space import Space
-from trainable.metrics import PROGRESS, SCORE
+from trainable.metrics import SCORE, STEP, STEPS
 
 
 class ScoredOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch, telling Optuna the trial score per epoch and the trial's end as search.outcome sees it.
 
     Ray's own class reports every result at its report count and ends every trial COMPLETE with its *last* value,
-    also when ASHA stopped it; here a trial's value is its score (its best), at its epoch."""
+    also when ASHA stopped it; here a trial's value is its score (its best), at the last of ASHA's rungs it has
+    reached (`rungs`, progress steps; the end of the schedule is one too). TPE ranks pruned trials by their last step
+    first: steps that are rungs make a 60- and a 100-epoch trial stopped at the same rung equals, ranked by score.
+    Epochs as steps ranked the 100-epoch one first whatever it scored; so would its own step just past the rung."""
+
+    def __init__(self, *args, rungs: list[int] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self._points = sorted({*rungs, STEPS})
+        self._reported_steps: dict[str, int] = {}
+
+    def _step(self, progress_step: int) -> int:
+        """The step a report counts at: the last rung (or the end) it has reached; before the first rung, its own."""
+        return max((p for p in self._points if p <= progress_step), default=progress_step)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or SCORE not in result:
+        if trial_id in self._completed_trials or SCORE not in result or STEP not in result:
             return
-        step, reported = int(result["epoch"]), self.__dict__.setdefault("_reported_steps", {})
-        if step > reported.get(trial_id, 0):  # an epoch run again after a restart is reported once
+        step = self._step(int(result[STEP]))
+        if step > self._reported_steps.get(trial_id, -1):  # the first report at a rung, as ASHA sees it; once
             self._ot_trials[trial_id].report(float(result[SCORE]), step=step)
-            reported[trial_id] = step
+            self._reported_steps[trial_id] = step
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials:
@@ -59,7 +74,12 @@ def build_search(space: Space):
     if space.searcher == "optuna":
         sampler = TPESampler(seed=space.seed, multivariate=True, group=True, constant_liar=True)
         searcher = ScoredOptunaSearch(
-            space.define_by_run, metric=SCORE, mode="max", sampler=sampler, points_to_evaluate=points
+            space.define_by_run,
+            metric=SCORE,
+            mode="max",
+            sampler=sampler,
+            points_to_evaluate=points,
+            rungs=space.rungs(),
         )
         return searcher, {}, space.num_samples
     param_space = space.param_space()
@@ -72,4 +92,5 @@ def build_search(space: Space):
 def build_scheduler(space: Space):
     if space.scheduler != "asha":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr=PROGRESS, max_t=1.0, **space.asha)
+    rf = space.asha["reduction_factor"]
+    return ASHAScheduler(time_attr=STEP, max_t=STEPS, grace_period=space.grace_step(), reduction_factor=rf)

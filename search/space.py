@@ -14,8 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from trainable.config import BACKBONES, DEFAULTS, ConfigError, as_run, validate, with_defaults
+from trainable.cli import did_you_mean
+from trainable.config import (
+    ALIASES,
+    BACKBONES,
+    CONDITIONAL,
+    DEFAULTS,
+    HPARAMS_DOC,
+    ConfigError,
+    acts,
+    as_run,
+    validate,
+    with_defaults,
+)
 from trainable.files import read_document
+from trainable.metrics import STEPS
 
 SEARCHERS = ("optuna", "random", "grid")
 TRIAL_SEEDS = ("shared", "per_trial")  # every trial gets the space's `seed` hyperparameter, or one of its own
@@ -39,6 +52,11 @@ TOP_KEYS = {
     "params": dict,
     "points_to_evaluate": list,
 }
+
+
+def hp_name(param: str) -> str:
+    """The hyperparameter a searched parameter sets: `decay` (milestones) sets decay_epochs, the others their own."""
+    return "decay_epochs" if param == "decay" else param
 
 
 def param_text(v) -> str:
@@ -115,29 +133,37 @@ class Space:
             return self.num_samples
         return math.prod(len(p.values) for p in self.params.values()) + len(self.points_to_evaluate)
 
-    def rungs(self) -> list[float]:
-        """ASHA's rungs below the end of the schedule, as Ray's ASHAScheduler computes them (max_t = 1.0)."""
+    def grace_step(self) -> int:
+        """ASHA's first rung in progress steps (trainable.metrics.STEP): the grace period's fraction, in thousandths."""
+        return max(1, round(self.asha["grace_period"] * STEPS))
+
+    def rungs(self) -> list[int]:
+        """ASHA's rungs below the end of the schedule, in progress steps, as Ray's ASHAScheduler computes them (max_t =
+        STEPS): grace 0.1 and factor 3 give 100, 300 and 900, exactly 10 %, 30 % and 90 % of every trial's schedule."""
         if self.scheduler != "asha":
             return []
-        g, rf = self.asha["grace_period"], self.asha["reduction_factor"]
-        count = int(math.log(1.0 / g) / math.log(rf) + 1)
-        return [r for r in (g * rf**k for k in range(count)) if r < 1.0]
+        g, rf = self.grace_step(), self.asha["reduction_factor"]
+        count = int(math.log(STEPS / g) / math.log(rf) + 1)
+        # A rung of a fractional factor (100 x 1.5**2 = 225, x 1.5 = 337.5) is reached at the next whole step.
+        return [math.ceil(r) for r in (g * rf**k for k in range(count)) if r < STEPS]
 
     def hparams(self, config: dict) -> dict:
         """A trial's full hyperparameters: defaults, fixed values and searched ones (milestones -> decay_epochs), and
         its own seed under `trial_seeds: per_trial`."""
         hp = dict(self.fixed)
         for name, p in self.params.items():
-            if p.kind != "milestones":
+            if p.kind != "milestones" and name in config:
                 hp[name] = config[name]
         if self.trial_seeds == "per_trial":
             hp["seed"] = int(config["seed"])
         hp = with_defaults(hp)
         for name, p in self.params.items():
-            if p.kind == "milestones":
+            if p.kind == "milestones" and f"{name}_1" in config:
                 n = int(config.get(f"{name}_count", p.count[0]))
                 fractions = sorted(config[f"{name}_{i}"] for i in range(1, n + 1))
                 hp["decay_epochs"] = [max(1, round(f * hp["epochs"])) for f in fractions]
+            elif (p.kind == "milestones" or name not in config) and acts(hp_name(name), hp):
+                raise KeyError(name)  # only a parameter that does not act may be left undrawn (define_by_run)
         hp["decay_epochs"] = decays_that_happen(hp["decay_epochs"], hp["epochs"])
         return as_run(hp, searched=self.params)
 
@@ -145,15 +171,26 @@ class Space:
         """The seed of the sweep's trial number `number` (0, 1, ...) under `trial_seeds: per_trial`."""
         return int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0] % 2**31)
 
-    def define_by_run(self, trial) -> None:
-        """Optuna define-by-run: conditional milestone fractions are suggested only when used."""
-        for name, p in self.params.items():
+    def draw_order(self) -> list[str]:
+        """The searched parameters, those that decide whether others act (trainable.config.CONDITIONAL) first."""
+        deciders = set(CONDITIONAL.values())
+        return sorted(self.params, key=lambda n: n not in deciders)
+
+    def define_by_run(self, trial) -> dict | None:
+        """Optuna define-by-run: a parameter is drawn only where it acts (trainable.config.acts: decay milestones and
+        gamma under the step schedule, mask_resolution for FPN backbones), and of the milestone fractions only those
+        in use, so that TPE learns only values that ran and Optuna's params are the recorded hyperparameters."""
+        drawn: dict = {}
+        for name in self.draw_order():
+            p = self.params[name]
+            if not acts(hp_name(name), with_defaults({**self.fixed, **drawn})):
+                continue
             if p.kind == "choice":
-                trial.suggest_categorical(name, p.values)
+                drawn[name] = trial.suggest_categorical(name, p.values)
             elif p.kind == "int":
-                trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1))
+                drawn[name] = trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1))
             elif p.kind in ("uniform", "loguniform"):
-                trial.suggest_float(name, p.low, p.high, log=p.kind == "loguniform")
+                drawn[name] = trial.suggest_float(name, p.low, p.high, log=p.kind == "loguniform")
             elif p.kind == "milestones":
                 n = trial.suggest_int(f"{name}_count", *p.count) if p.count[0] != p.count[1] else p.count[0]
                 for i in range(1, n + 1):
@@ -189,6 +226,8 @@ class Space:
         out = {}
         epochs = point.get("epochs", self.fixed.get("epochs", DEFAULTS["epochs"]))
         for name, p in self.params.items():
+            if hp_name(name) not in point:  # a conditional parameter that does not act in this point
+                continue
             if p.kind == "milestones":
                 decays = sorted(point["decay_epochs"])
                 if p.count[0] != p.count[1]:
@@ -286,7 +325,7 @@ def load_space(path: str | Path) -> Space:
         raise SpaceError(f"{path}: expected a mapping of sweep settings at the top level")
     for key, value in doc.items():
         if key not in TOP_KEYS:
-            raise _err(path, key, f"unknown key; known keys: {sorted(TOP_KEYS)}")
+            raise _err(path, key, f"unknown key; {did_you_mean(key, TOP_KEYS, 'see spaces/README.md for the format')}")
         want = TOP_KEYS[key]
         if isinstance(value, bool) or not isinstance(value, want):
             raise _err(path, key, f"expected {want.__name__}, got {type(value).__name__} {value!r}")
@@ -295,7 +334,8 @@ def load_space(path: str | Path) -> Space:
     fixed = dict(doc.get("fixed") or {})
     for name, spec in (doc.get("params") or {}).items():
         if name != "decay" and name not in DEFAULTS:
-            raise _err(path, f"params.{name}", f"unknown hyperparameter; known: {sorted(DEFAULTS)} and decay")
+            hint = did_you_mean(name, [*DEFAULTS, "decay"], HPARAMS_DOC, ALIASES)
+            raise _err(path, f"params.{name}", f"unknown hyperparameter; {hint}")
         p = _param(path, name, spec)
         if p.kind == "fixed":
             fixed[name] = p.values[0]
@@ -425,7 +465,8 @@ def _check_corners(path: Path, space: Space) -> None:
     searched decays must be able to happen (cheap checks: no data, no model, no download)."""
     for name in space.fixed:
         if name not in DEFAULTS:
-            raise _err(path, f"fixed.{name}", f"unknown hyperparameter; known: {sorted(DEFAULTS)}")
+            hint = did_you_mean(name, DEFAULTS, HPARAMS_DOC, ALIASES)
+            raise _err(path, f"fixed.{name}", f"unknown hyperparameter; {hint}")
     p = space.params.get("warmup_epochs")
     if p is None:
         warmup_max = space.fixed.get("warmup_epochs", DEFAULTS["warmup_epochs"])
@@ -464,12 +505,20 @@ def _point(path: Path, i: int, point: Any, space: Space) -> dict:
     key = f"points_to_evaluate[{i}]"
     if not isinstance(point, dict):
         raise _err(path, key, f"expected a mapping of hyperparameters, got {point!r}")
-    needed = {n for n in space.params if n != "decay"} | ({"decay_epochs"} if "decay" in space.params else set())
-    missing, extra = needed - set(point), set(point) - needed
+    searched = {hp_name(n) for n in space.params}
+    try:
+        full = with_defaults({**space.fixed, **{k: v for k, v in point.items() if k in searched}})
+    except ConfigError as e:
+        raise _err(path, key, str(e)) from None
+    needed = {n for n in searched if acts(n, full)}  # a conditional parameter where it acts
+    missing, extra = needed - set(point), set(point) - searched
     if missing or extra:
-        raise _err(path, key, f"must set exactly the searched parameters {sorted(needed)}")
+        raise _err(path, key, f"must set exactly the searched parameters that act in it {sorted(needed)}")
+    point = {k: v for k, v in point.items() if k in needed}
     out = space.searched_point(point)
     for name, p in space.params.items():
+        if hp_name(name) not in point:
+            continue
         if p.kind == "choice" and out[name] not in p.values:
             raise _err(path, f"{key}.{name}", f"{out[name]!r} is not among the choices {p.values}")
         if p.kind in ("int", "uniform", "loguniform") and not p.low <= out[name] <= p.high:

@@ -331,6 +331,12 @@ class MLflowCallback(Callback):
                 self.tracker.safe("logging artifacts", log, run_id, str(best / name), artifact_path="best_checkpoint")
 
 
+def as_ray_status(status: str) -> str:
+    """A Ray trial status that search.outcome reads back as `status` (the leaderboard's), for closing the run of a
+    trial that ended before this launch attached MLflow."""
+    return {"error": "ERROR", "unfinished": "RUNNING"}.get(status, "TERMINATED")
+
+
 def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, complete: bool, wall_s: float) -> None:
     """Every trial of the leaderboard gets its closed run (also one that ended before this launch attached MLflow).
     The parent summarises the sweep: metrics (best score, trials by status, device-hours, wall time), the space's
@@ -349,9 +355,9 @@ def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, com
         for row in table.itertuples():
             params = folder / f"trial_{row.trial_id}" / "params.json"
             if row.trial_id not in closed and params.is_file():
-                ray_status = {"error": "ERROR", "unfinished": "RUNNING"}.get(row.status, "TERMINATED")
                 reason = row.failure_reason if isinstance(row.failure_reason, str) else ""
-                callback.close(row.trial_id, json.loads(params.read_text()), int(row.trial), ray_status, reason)
+                config = json.loads(params.read_text())
+                callback.close(row.trial_id, config, int(row.trial), as_ray_status(row.status), reason)
 
     def _parent():
         from mlflow.entities import Metric, Param
@@ -456,8 +462,7 @@ def close_reruns(callback: RerunCallback, trials: list[tuple[str, dict, str]]) -
     }
     for trial_id, config, status in trials:
         if trial_id not in closed:
-            ray_status = {"error": "ERROR", "unfinished": "RUNNING"}.get(status, "TERMINATED")
-            callback.close(trial_id, config, config["job"]["trial"], ray_status)
+            callback.close(trial_id, config, config["job"]["trial"], as_ray_status(status))
 
 
 def log_confirmation(tracker: Tracker, parent: str, space: Space, sweep: str, table, winner_note: str) -> None:

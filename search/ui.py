@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from search.sweeps import EXPERIMENT, VIEW_TAG_PREFIX, UsageError, check_name, latest_sweep, read_settings, view_key
+from search.sweeps import EXPERIMENT, VIEW_TAG_PREFIX, UsageError, read_settings, sweep_folder, view_key
 from trainable.cli import OneLineParser
 from trainable.metrics import SCORE
 
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     results = Path(args.results).resolve()
     try:
-        folder = results / (check_name(args.name) or latest_sweep(results))
-        saved = read_settings(folder)
+        folder = sweep_folder(results, args.name)
+        saved = read_settings(folder, needs=())  # the MLflow store is all the UI needs
         uri = saved.get("mlflow_uri", "off")
         if uri == "off":
             raise UsageError(f"{folder}: this sweep ran with MLflow off")

@@ -63,6 +63,27 @@ def _sweep(results: Path, name: str, board: bool = True) -> Path:
     return folder
 
 
+def _ended_sweep(results: Path, name: str, space: Path, data: Path, **damage: str | bytes) -> Path:
+    """A sweep that ran to its end as search.run leaves it (one finished trial with its params.json and a
+    checkpoint's state.json: confirm and export read it back), then `damage`: {path in the folder: its new content}."""
+    folder = results / name
+    doc = {**yaml.safe_load(space.read_text()), "num_samples": 1, "confirm": {"top": 1, "folds": 2}}
+    settings = {"data": str(data), "split": {"val": 1}}
+    files = {
+        "space.yaml": yaml.safe_dump(doc),
+        "sweep.json": json.dumps({"settings": settings, "overrides": {}, "mlflow_uri": "off"}),
+        "leaderboard.csv": "trial_id,trial,status,best_val_map50\nabc123,1,finished,0.1\n",
+        "trial_abc123/params.json": json.dumps({"lr": 0.01, "epochs": 2}),
+        "trial_abc123/checkpoint_000000/state.json": json.dumps({"metrics": {"val_map50": 0.1}}),
+        **damage,
+    }
+    for path, content in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        write = (folder / path).write_bytes if isinstance(content, bytes) else (folder / path).write_text
+        write(content)
+    return folder
+
+
 def _corpus(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
     """(id, argv after `python -m`, substrings the stderr line must hold). Files are created here."""
     good = _dataset(tmp / "good")
@@ -233,6 +254,165 @@ def _corpus(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
         "no.yaml",
         "file not found",
     )
+
+    # --- a file where a command expects a folder: --results, --name, --data, --gt, --out, settings.cache_dir
+    a_file = tmp / "a-file"
+    a_file.write_text("not a folder\n")
+    (sweeps / "name-file").write_text("not a sweep\n")
+    (tmp / "a.json").write_text("[]")
+    trial = tmp / "trial.yaml"
+    trial_hp = {"backbone": "R18-FPN", "weights": "scratch", "epochs": 1, "warmup_epochs": 0.5}
+    trial.write_text(yaml.safe_dump({"hparams": trial_hp, "settings": {"data": str(good), "split": {"val": 1}}}))
+    is_file = "is a file, not a folder"
+
+    def train(case_id, *args, expect):
+        add(case_id, ["trainable.train", *args, "--out", str(tmp / f"results-{case_id}")], *expect)
+
+    in_file = str(a_file / "sub")
+    add("run-results-file", ["search.run", "--space", str(space), "--results", str(a_file)], "a-file", is_file)
+    add("run-results-in-file", ["search.run", "--space", str(space), "--results", in_file], "a-file", is_file)
+    add("resume-results-file", ["search.run", "--resume", "--results", str(a_file)], "a-file", is_file, "--results")
+    add("confirm-results-file", ["search.confirm", "--results", str(a_file)], "a-file", is_file, "--results")
+    add("export-results-file", ["search.export", "--best", "--results", str(a_file)], "a-file", is_file, "--results")
+    add("ui-results-file", ["search.ui", "--results", str(a_file)], "a-file", is_file, "--results")
+    in_sweeps = ["--results", str(sweeps), "--name", "name-file"]
+    add("run-name-file", ["search.run", "--space", str(space), *in_sweeps], "name-file", is_file, "--name")
+    add("resume-name-file", ["search.run", "--resume", *in_sweeps], "name-file", is_file, "--name")
+    add("confirm-name-file", ["search.confirm", *in_sweeps], "name-file", is_file, "--name")
+    add("export-name-file", ["search.export", "--best", *in_sweeps], "name-file", is_file, "--name")
+    add("ui-name-file", ["search.ui", *in_sweeps], "name-file", is_file, "--name")
+    run("run-data-file", "--space", str(space), "--data", str(a_file), expect=["a-file", is_file, "--data"])
+    _ended_sweep(sweeps, "ended", space, good)
+    add(
+        "confirm-data-file",
+        ["search.confirm", "--results", str(sweeps), "--name", "ended", "--data", str(a_file)],
+        "a-file",
+        is_file,
+        "--data",
+    )
+    export("export-data-file", "--checkpoint", str(ckpt_dir), "--data", str(a_file), expect=["a-file", is_file])
+    export("score-gt-file", "--score", str(tmp / "a.json"), "--gt", str(a_file), expect=["a-file", is_file, "--gt"])
+    out_in_file = str(a_file / "answer.json")
+    ckpt_args = ["--checkpoint", str(ckpt_dir), "--data", str(good)]
+    export("export-out-in-file", *ckpt_args, "--out", out_in_file, expect=["a-file", is_file, "--out"])
+    export("export-out-folder", *ckpt_args, "--out", str(tmp / "empty"), expect=["empty", "is a folder, not a file"])
+    p = _space(tmp / "s-cache.yaml", good, settings={"data": str(good), "split": {"val": 1}, "cache_dir": str(a_file)})
+    run("run-cache-file", "--space", str(p), expect=["a-file", is_file, "settings.cache_dir"])
+    train("train-data-file", "--config", str(trial), "--data", str(a_file), expect=["a-file", is_file])
+    cache_trial = tmp / "trial-cache.yaml"
+    cache_settings = {"data": str(good), "split": {"val": 1}, "cache_dir": str(a_file)}
+    cache_trial.write_text(yaml.safe_dump({"hparams": trial_hp, "settings": cache_settings}))
+    train("train-cache-file", "--config", str(cache_trial), expect=["a-file", is_file, "settings.cache_dir"])
+    for case_id, out in (("train-out-file", a_file), ("train-out-in-file", a_file / "sub")):
+        add(case_id, ["trainable.train", "--config", str(trial), "--out", str(out)], "a-file", is_file, "--out")
+
+    # --- a sweep's saved files, damaged: every command that reads them back
+    def damaged(case_id, command, name, *expect, flags=(), **damage):
+        """A case on sweep `name` in `sweeps`: an ended sweep with `damage`, made by its first case."""
+        if not (sweeps / name).exists():
+            _ended_sweep(sweeps, name, space, good, **damage)
+        add(case_id, [command, *flags, "--results", str(sweeps), "--name", name], *expect)
+
+    unreadable = ["unreadable"]
+    resume, best, refit = ("--resume",), ("--best",), ("--best", "--refit")
+    confirm_flags = ("--top", "1", "--folds", "2")
+    bad_json = {"sweep.json": "{not json"}
+    for command, flags in (("search.run", resume), ("search.confirm", ()), ("search.export", best), ("search.ui", ())):
+        case_id = f"{command.split('.')[1]}-sweep-json"
+        damaged(case_id, command, "sj-json", "sweep.json", *unreadable, "not JSON", flags=flags, **bad_json)
+    for command, flags in (("search.run", resume), ("search.ui", ())):
+        case_id = f"{command.split('.')[1]}-sweep-json-list"
+        damaged(case_id, command, "sj-list", "sweep.json", *unreadable, flags=flags, **{"sweep.json": "[1, 2]"})
+    no_overrides = {"sweep.json": json.dumps({"settings": {"data": str(good)}})}
+    for command, flags in (("search.run", resume), ("search.confirm", ())):
+        case_id = f"{command.split('.')[1]}-sweep-json-keys"
+        damaged(case_id, command, "sj-keys", "sweep.json", *unreadable, "overrides", flags=flags, **no_overrides)
+    no_data = {"sweep.json": json.dumps({"settings": {}, "overrides": {}})}
+    damaged("export-sweep-json-data", "search.export", "sj-data", "sweep.json", *unreadable, flags=best, **no_data)
+    typo = {"sweep.json": json.dumps({"settings": {"data": str(good), "eval_evry": 1}, "overrides": {}})}
+    eval_every = "did you mean 'eval_every'"
+    damaged("resume-sweep-json-setting", "search.run", "sj-set", "sweep.json", eval_every, flags=resume, **typo)
+
+    empty_board = {"leaderboard.csv": ""}
+    damaged("confirm-board-empty", "search.confirm", "lb-empty", "leaderboard.csv", *unreadable, **empty_board)
+    damaged("export-board-empty", "search.export", "lb-empty", "leaderboard.csv", *unreadable, flags=best)
+    columns = {"leaderboard.csv": "a,b\n1,2\n"}
+    damaged("confirm-board-columns", "search.confirm", "lb-cols", "leaderboard.csv", "status", **columns)
+    damaged("export-board-columns", "search.export", "lb-cols", "leaderboard.csv", "trial_id", flags=("--trial", "x"))
+    binary = {"leaderboard.csv": b"\xff\xfe\x00\x81 not text"}
+    damaged("export-board-binary", "search.export", "lb-bin", "leaderboard.csv", *unreadable, flags=best, **binary)
+    score = {"leaderboard.csv": "trial_id,trial,status,best_val_map50\nabc123,1,finished,high\n"}
+    damaged("export-board-score", "search.export", "lb-score", "leaderboard.csv", "best_val_map50", flags=best, **score)
+
+    confirmed = "trial,trial_id,mean_val_map50,std_val_map50,folds_scored\n1,abc123,0.1,,1\n"
+    bad_jobs = {"confirm/jobs.json": "{oops", "confirm/confirm.csv": confirmed}
+    damaged("confirm-jobs-json", "search.confirm", "cj", "jobs.json", *unreadable, flags=confirm_flags, **bad_jobs)
+    damaged("export-confirm-jobs-json", "search.export", "cj", "jobs.json", *unreadable, flags=best)
+    shape = {"confirm/jobs.json": json.dumps({"trial_id": "abc123"})}
+    damaged("confirm-jobs-shape", "search.confirm", "cj-shape", "jobs.json", *unreadable, flags=confirm_flags, **shape)
+    job = {"role": "confirm", "trial": 1, "trial_id": "abc123", "config": {}, "split": {}, "fold": 1, "folds": 2}
+    ranking = {"confirm/jobs.json": json.dumps([job]), "confirm/confirm.csv": b"\x00\xff\xfe"}
+    damaged("confirm-ranking-binary", "search.confirm", "cc-bin", "confirm.csv", *unreadable, **ranking)
+    damaged("export-ranking-binary", "search.export", "cc-bin", "confirm.csv", *unreadable, flags=best)
+    ranking = {"confirm/jobs.json": json.dumps([job]), "confirm/confirm.csv": "trial_id\nabc123\n"}
+    damaged("export-ranking-columns", "search.export", "cc-cols", "confirm.csv", "mean_val", flags=best, **ranking)
+    stopped = {
+        "leaderboard.csv": "trial_id,trial,status,best_val_map50\nabc123,1,stopped_early,0.1\n",
+        "confirm/jobs.json": json.dumps([{**job, "fold": 0}]),
+        "confirm/confirm.csv": confirmed,
+        "confirm/trial_x0/params.json": "{",
+    }
+    damaged("export-confirm-params", "search.export", "cp", "trial_x0/params.json", *unreadable, flags=best, **stopped)
+
+    params = {"trial_abc123/params.json": "{"}
+    damaged("confirm-params", "search.confirm", "pj", "params.json", *unreadable, flags=confirm_flags, **params)
+    damaged("refit-params", "search.export", "pj", "params.json", *unreadable, flags=refit)
+    partial = {"trial_abc123/params.json": json.dumps({"lr": 0.01})}  # no epochs: not a trial of this space
+    damaged("refit-params-config", "search.export", "pj-cfg", "params.json", *unreadable, flags=refit, **partial)
+    refit_jobs = {"refit/jobs.json": "nope"}
+    damaged("refit-jobs-json", "search.export", "rj", "refit/jobs.json", *unreadable, flags=refit, **refit_jobs)
+    state = {"trial_abc123/checkpoint_000000/state.json": "{"}
+    damaged("export-state-json", "search.export", "st", "state.json", *unreadable, flags=best, **state)
+    damaged("export-trial-state-json", "search.export", "st", "state.json", *unreadable, flags=("--trial", "abc123"))
+
+    epoch = sweeps / "trial-out" / "checkpoints" / "epoch_0001"
+    epoch.mkdir(parents=True)
+    (epoch / "state.json").write_text("{")
+    add(
+        "train-resume-state-json",
+        ["trainable.train", "--config", str(trial), "--out", str(sweeps / "trial-out"), "--resume"],
+        "epoch_0001/state.json",
+        *unreadable,
+    )
+    gt = _dataset(tmp / "data-gt-index", n_images=1)
+    (gt / "test_img_ids.json").write_text("{")
+    export("score-gt-index", "--score", str(tmp / "a.json"), "--gt", str(gt), expect=["test_img_ids.json", "not valid"])
+    (tmp / "b.json").write_text("[1, 2]")
+    export("score-not-detections", "--score", str(tmp / "b.json"), "--gt", str(good), expect=["b.json", "detections"])
+
+    # --- an unknown name: its closest match, never every known name (cases named unknown-*: under 200 characters)
+    p = _space(tmp / "s-lr.yaml", good, params={"lerning_rate": {"uniform": [0.1, 0.2]}})
+    run("unknown-param", "--space", str(p), expect=["s-lr.yaml", "params.lerning_rate", "did you mean 'lr'?"])
+    p = _space(tmp / "s-far.yaml", good, params={"zzzz": {"uniform": [0.1, 0.2]}})
+    run("unknown-param-far", "--space", str(p), expect=["s-far.yaml", "params.zzzz", "see spaces/README.md"])
+    p = _space(tmp / "s-top.yaml", good, num_sample=2)
+    run("unknown-top-key", "--space", str(p), expect=["s-top.yaml", "did you mean 'num_samples'?"])
+    p = _space(tmp / "s-fixed.yaml", good, fixed={**SPACE["fixed"], "bakbone": "R18-FPN"})
+    run("unknown-fixed", "--space", str(p), expect=["s-fixed.yaml", "fixed.bakbone", "did you mean 'backbone'?"])
+    p = _space(tmp / "s-set.yaml", good, settings={"data": str(good), "split": {"val": 1}, "eval_evry": 2})
+    run("unknown-setting", "--space", str(p), expect=["s-set.yaml", "'eval_evry'", "did you mean 'eval_every'?"])
+    p = _space(tmp / "s-split-key.yaml", good, settings={"data": str(good), "split": {"vals": 1}})
+    run("unknown-split-key", "--space", str(p), expect=["s-split-key.yaml", "'vals'", "did you mean 'val'?"])
+    for case_id, section, typo in (
+        ("unknown-trial-hparam", "hparams", {"lerning_rate": 0.1}),
+        ("unknown-trial-setting", "settings", {"eval_evry": 2}),
+    ):
+        f = tmp / f"{case_id}.yaml"
+        doc = {"hparams": trial_hp, "settings": {"data": str(good), "split": {"val": 1}}}
+        doc[section] = {**doc[section], **typo}
+        f.write_text(yaml.safe_dump(doc))
+        hint = "did you mean 'lr'?" if section == "hparams" else "did you mean 'eval_every'?"
+        train(case_id, "--config", str(f), expect=[f.name, hint])
     return cases
 
 
@@ -282,6 +462,8 @@ def test_malformed_inputs_one_line_exit_2_no_ray_nothing_written(tmp_path):
             problems.append(f"{case_id}: {missing} not in {lines[0]!r}")
         elif len(lines[0]) > 400 or any(lines[0].count(w) > 1 for w in lines[0].split() if "/" in w and len(w) > 20):
             problems.append(f"{case_id}: not short (a path named twice, or over 400 characters): {lines[0]!r}")
+        elif case_id.startswith("unknown-") and len(lines[0]) - len(str(tmp_path)) > 200:  # the path aside
+            problems.append(f"{case_id}: over 200 characters, not one closest match: {lines[0]!r}")
         if (tmp_path / f"results-{case_id}").exists():
             problems.append(f"{case_id}: wrote {tmp_path / f'results-{case_id}'}")
     assert not problems, "\n".join(problems)

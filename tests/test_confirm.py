@@ -16,7 +16,7 @@ import pytest
 
 from search.confirm import make_folds
 from search.sweeps import UsageError
-from tests.conftest import DUP_TILE, ROOT, dup_tiles, sweep_space
+from tests.conftest import DUP_TILE, ROOT, SAMPLE_DATA, sweep_space
 from trainable.metrics import SCORE
 
 
@@ -47,16 +47,30 @@ def test_folds_keep_the_sweeps_validation_and_deal_the_rest():
         make_folds(ids, ["t03", "t07", "t11", "t19"], 22, seed=0)
 
 
+OTHER_TILES = ["TCGA-18-5592-01Z-00-DX1", "TCGA-E2-A1B5-01Z-00-DX1", "TCGA-G9-6356-01Z-00-DX1"]
+
+
 @pytest.fixture(scope="module")
-def three_tiles(tmp_path_factory) -> Path:
-    """One sample tile and two copies of it (three labelled tiles), and the sample's test tiles."""
-    return dup_tiles(tmp_path_factory.mktemp("three-tiles"), ["copy", "copy2"])
+def four_tiles(tmp_path_factory) -> Path:
+    """Four distinct sample tiles (the pretrained model's and three others; the sweep trains on two, validates on one
+    and leaves one out), and the sample's test tiles: a fold that leaked into its own training, or a ranking on the
+    wrong folds, changes the scores."""
+    root = tmp_path_factory.mktemp("four-tiles")
+    (root / "train").mkdir()
+    for name in [DUP_TILE, *OTHER_TILES]:
+        (root / "train" / name).symlink_to(SAMPLE_DATA / "train" / name)
+    shutil.copytree(SAMPLE_DATA / "test", root / "test")
+    shutil.copy(SAMPLE_DATA / "test_img_ids.json", root / "test_img_ids.json")
+    return root
 
 
-def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_tiles, cache_dir, pretrained, tmp_path):
+def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(four_tiles, cache_dir, pretrained, tmp_path):
+    three_tiles = four_tiles  # the name the refit's checks below use for the data folder
+    val_tile, left_out = OTHER_TILES[0], OTHER_TILES[2]
+    sweep_tiles = {DUP_TILE, OTHER_TILES[0], OTHER_TILES[1]}  # the sweep's training and validation tiles
     space = sweep_space(
         tmp_path,
-        three_tiles,
+        four_tiles,
         cache_dir,
         scheduler="fifo",
         num_samples=2,
@@ -64,8 +78,8 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_t
         resources={"cpu": 1},
         confirm={"top": 2, "folds": 3},
         settings={
-            "data": str(three_tiles),
-            "split": {"val_ids": ["copy"]},
+            "data": str(four_tiles),
+            "split": {"val_ids": [val_tile], "train_ids": [DUP_TILE, OTHER_TILES[1]]},
             "eval_every": 1,
             "val_crop": 256,  # validation on a 256 px centre crop: seconds, not tens of seconds, per trial
             "cache_dir": str(cache_dir),
@@ -114,26 +128,48 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_t
     reruns = sorted((folder / "confirm").glob("trial_*"))
     assert len(reruns) == 4
     fold_scores: dict[str, dict[int, float]] = {}
-    all_tiles = {DUP_TILE, "copy", "copy2"}
     for trial_dir in reruns:
         job = json.loads((trial_dir / "params.json").read_text())["job"]
         reports = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
         fold_scores.setdefault(job["trial_id"], {})[job["fold"]] = reports[-1][SCORE]
         state = json.loads((sorted(trial_dir.glob("checkpoint_*"))[-1] / "state.json").read_text())
-        assert state["images"]["val"] == job["split"]["val_ids"] and state["images"]["val"] != ["copy"]
-        assert set(state["images"]["train"]) == all_tiles - set(job["split"]["val_ids"])  # the fold's complement
+        assert state["images"]["val"] == job["split"]["val_ids"] and state["images"]["val"] != [val_tile]
+        # The fold's complement among the sweep's tiles: never its own validation tile, never the left-out one.
+        assert set(state["images"]["train"]) == sweep_tiles - set(job["split"]["val_ids"])
     assert sum(len(f) for f in fold_scores.values()) == 4  # each (trial, fold) once, across the two launches
-    confirm = pd.read_csv(folder / "confirm.csv", dtype={"trial_id": str})
-    board = pd.read_csv(folder / "leaderboard.csv", dtype={"trial_id": str})
+    confirm = pd.read_csv(folder / "confirm" / "confirm.csv", dtype={"trial_id": str})
+    from search.leaderboard import read
+
+    board = read(folder)
     assert set(confirm["trial_id"]) == set(board["trial_id"]) == set(fold_scores)
     for row in confirm.itertuples():
         sweep_score = board.loc[board["trial_id"] == row.trial_id, "best_val_map50"].item()
-        scores = [sweep_score, fold_scores[row.trial_id][1], fold_scores[row.trial_id][2]]
-        assert [row.fold_0, row.fold_1, row.fold_2] == pytest.approx(scores)
-        assert row.mean_val_map50 == pytest.approx(statistics.mean(scores))
-        assert row.std_val_map50 == pytest.approx(statistics.stdev(scores))
+        unseen = [fold_scores[row.trial_id][1], fold_scores[row.trial_id][2]]  # the folds that did not choose it
+        assert [row.fold_0, row.fold_1, row.fold_2] == pytest.approx([sweep_score, *unseen])
+        assert row.mean_val_map50 == pytest.approx(statistics.mean(unseen))
+        assert row.std_val_map50 == pytest.approx(statistics.stdev(unseen))
         assert board.loc[board["trial_id"] == row.trial_id, "confirm_mean"].item() == pytest.approx(row.mean_val_map50)
     assert confirm["mean_val_map50"].is_monotonic_decreasing
+    assert "confirm_mean" not in pd.read_csv(folder / "leaderboard.csv").columns  # read from confirm/, never copied
+
+    # A trial that ASHA had stopped early is re-trained on fold 0 on the sweep's own training tiles.
+    from search.confirm import plan
+    from trainable.data import Split
+
+    stopped = results / "stopped"
+    shutil.copytree(folder, stopped, ignore=shutil.ignore_patterns("confirm", "refit", "checkpoint_*"))
+    board_csv = pd.read_csv(stopped / "leaderboard.csv", dtype={"trial_id": str})
+    board_csv.loc[0, "status"] = "stopped_early"
+    board_csv.to_csv(stopped / "leaderboard.csv", index=False)
+    jobs, _ = plan(stopped, 1, 3)
+    ids = [DUP_TILE, *OTHER_TILES]
+    assert [j["fold"] for j in jobs] == [0, 1, 2]
+    for j in jobs:
+        train, val = Split.from_dict(j["split"]).apply(ids)
+        assert not set(train) & set(val) and left_out not in train
+        if j["fold"] == 0:
+            assert (train, val) == ([DUP_TILE, OTHER_TILES[1]], [val_tile])  # the sweep's split, exactly
+    shutil.rmtree(stopped)
     winner = confirm.iloc[0]
     assert f"({winner.trial_id})" in p.stdout.splitlines()[-1]
     assert p.stdout.splitlines()[-1].startswith(("winner confirmed: ", "winner changed: "))
@@ -162,7 +198,8 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_t
         mean = confirm.loc[confirm["trial_id"] == r.data.tags["nucleitune.trial_id"], "mean_val_map50"].item()
         assert r.data.metrics["confirm_mean_val_map50"] == pytest.approx(mean)
 
-    # Refit: the confirmed winner on all three tiles, no validation, then a validated submission.
+    # Refit: the confirmed winner on every labelled tile (the left-out one too), no validation, then a submission.
+    all_tiles = {DUP_TILE, *OTHER_TILES}
     p = _cli("search.export", "--best", "--refit", "--results", str(results), "--name", "s")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert f"({winner.trial_id}), confirmed winner" in p.stdout and "no validation data is left" in p.stdout
@@ -182,7 +219,7 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_t
         if r.data.tags.get("nucleitune.role") == "refit"
     ]
     assert len(refit_runs) == 1 and "total_loss" in refit_runs[0].data.metrics
-    assert refit_runs[0].data.params["train_tiles"] == "3"
+    assert refit_runs[0].data.params["train_tiles"] == "4"
 
     # A second refit reuses the model; a moved data folder is refused before anything is written.
     refit_listing = _listing(folder / "refit" / refit_dir.name)
@@ -201,8 +238,10 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(three_t
     assert _listing(folder / "refit" / refit_dir.name) == refit_listing
 
 
-def test_a_confirmed_winner_that_asha_stopped_ships_its_fold_0_checkpoint(tmp_path):
-    """leaderboard.winner: the confirmed winner's checkpoint must come from its whole schedule on the sweep's split."""
+def test_a_confirmed_winner_ships_its_fold_0_checkpoint_and_a_stale_ranking_ships_nothing(tmp_path):
+    """leaderboard.winner: the confirmed winner's checkpoint must come from its whole schedule on the sweep's split;
+    a ranking lives with the jobs it came from (deleting confirm/ deletes it); a winner whose checkpoint to ship is
+    missing, or a ranking of other jobs, is one error, never a silent fallback to a checkpoint ASHA cut short."""
     from search.leaderboard import winner
 
     board = pd.DataFrame(
@@ -212,13 +251,30 @@ def test_a_confirmed_winner_that_asha_stopped_ships_its_fold_0_checkpoint(tmp_pa
         ]
     )
     assert winner(tmp_path, board)[0]["trial_id"] == "aaa"  # no confirmation: the highest score
-    pd.DataFrame([{"trial_id": "bbb", "mean_val_map50": 0.25, "folds_scored": 3}]).to_csv(tmp_path / "confirm.csv")
+    confirm = tmp_path / "confirm"
+    jobs = []
     for name, trial_id, fold in (("trial_x1", "bbb", 1), ("trial_x0", "bbb", 0), ("trial_y0", "aaa", 1)):
-        (tmp_path / "confirm" / name).mkdir(parents=True)
-        job = {"trial_id": trial_id, "fold": fold}
-        (tmp_path / "confirm" / name / "params.json").write_text(json.dumps({"job": job}))
+        (confirm / name).mkdir(parents=True)
+        jobs.append({"trial_id": trial_id, "fold": fold})
+        (confirm / name / "params.json").write_text(json.dumps({"job": jobs[-1]}))
+    (confirm / "jobs.json").write_text(json.dumps(jobs))
+    means = (("bbb", 0.25), ("aaa", 0.2))
+    ranking = pd.DataFrame([{"trial_id": t, "mean_val_map50": m, "folds_scored": 2} for t, m in means])
+    ranking.to_csv(confirm / "confirm.csv", index=False)
     row, why, trial_dir = winner(tmp_path, board)
     assert row["trial_id"] == "bbb" and "confirmed winner" in why
-    assert trial_dir == tmp_path / "confirm" / "trial_x0"  # not the sweep's trial_bbb, cut short by ASHA
+    assert trial_dir == confirm / "trial_x0"  # not the sweep's trial_bbb, cut short by ASHA
     board.loc[1, "status"] = "finished"
     assert winner(tmp_path, board)[2] == tmp_path / "trial_bbb"
+    board.loc[1, "status"] = "stopped_early"
+
+    shutil.rmtree(confirm / "trial_x0")  # the fold-0 retrain to ship is gone
+    missing = r"trial 02 \(bbb\), was stopped early in the sweep and its fold-0 retrain.*missing"
+    with pytest.raises(UsageError, match=missing):
+        winner(tmp_path, board)
+    (confirm / "jobs.json").write_text(json.dumps(jobs[:1]))  # the ranking is not of the jobs beside it
+    with pytest.raises(UsageError, match="does not match the confirmation jobs beside it"):
+        winner(tmp_path, board)
+    shutil.rmtree(confirm)  # what `search.confirm` says to do to confirm anew: the ranking goes with it
+    ranking.to_csv(tmp_path / "confirm.csv", index=False)  # where an older version left it: not a ranking to trust
+    assert winner(tmp_path, board)[2] == tmp_path / "trial_aaa"

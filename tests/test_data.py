@@ -1,6 +1,9 @@
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -9,7 +12,8 @@ import pycocotools.mask as mask_util
 import pytest
 from PIL import Image
 
-from tests.conftest import SMALL_IDS, make_subset
+from tests.conftest import ROOT, SMALL_IDS, make_subset
+from trainable import data as data_module
 from trainable.data import DatasetError, Split, crop_record, load_test_index, load_train_records
 
 
@@ -57,6 +61,113 @@ def test_cache_used_then_invalidated_by_a_changed_file(shared_data, tmp_path):
     old = next(r for r in first if r["image_id"] == changed_id)["annotations"][0]
     assert ann["area"] == old["area"] - 1
     assert len(list((cache / "annotations").glob(f"{changed_id}-*.json"))) == 1  # the stale entry is gone
+
+
+# One process of test_concurrent_conversions_convert_once: imports (seconds), says it is ready, waits for "go".
+_RACE_CHILD = """
+import json, sys, time
+from pathlib import Path
+from trainable.data import load_train_records
+data, cache, ready, go = sys.argv[1:]
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.002)
+records, stats = load_train_records(data, cache, workers=1)
+print(json.dumps({"converted": stats.converted, "instances": stats.instances}))
+"""
+
+
+def test_concurrent_conversions_convert_once(shared_data, tmp_path):
+    """Two processes loading one dataset into an empty cache at the same moment (trials starting on a fresh node):
+    one converts, the other waits for it and reuses its files; both get every record (issue 21)."""
+    ids = SMALL_IDS[:2]
+    data = tmp_path / "data"
+    for i in ids:  # 40 nuclei of each tile (links): a conversion takes about a second
+        (data / "train" / i / "images").mkdir(parents=True)
+        (data / "train" / i / "masks").mkdir()
+        (data / "train" / i / "images" / f"{i}.png").symlink_to(shared_data / "train" / i / "images" / f"{i}.png")
+        for m in sorted((shared_data / "train" / i / "masks").glob("*.png"))[:40]:
+            (data / "train" / i / "masks" / m.name).symlink_to(m)
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACE_CHILD, str(data), str(cache), str(r), str(go)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in ready
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(r.exists() for r in ready):
+            assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            assert time.monotonic() < deadline, "the processes did not start"
+            time.sleep(0.01)
+        go.touch()
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    results = sorted((json.loads(out.splitlines()[-1]) for out, _ in outs), key=lambda r: len(r["converted"]))
+    assert [sorted(r["converted"]) for r in results] == [[], sorted(ids)]  # each image converted once, in all
+    assert results[0]["instances"] == results[1]["instances"] == 80
+    names = sorted(p.name for p in (cache / "annotations").iterdir() if not p.name.startswith("."))
+    assert [n.rsplit("-", 1)[0] for n in names] == sorted(ids * 2)  # one record and one masks file per image
+    assert load_train_records(data, cache)[1].converted == []
+
+
+def test_cleanup_keeps_the_current_entry(tmp_path):
+    """After a conversion, only the image's entries with other fingerprints go: not the current one (another process
+    may have just written it), nor those of an image whose id starts with this one's."""
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    current = folder / "img-0123456789abcdef.json"
+    keep = [current, current.with_suffix(".npz"), folder / "img-b-fedcba9876543210.json", folder / ".lock"]
+    stale = [folder / "img-00000000000000aa.json", folder / "img-00000000000000aa.npz"]
+    for f in keep + stale:
+        f.write_text("x")
+    data_module._remove_stale(current)
+    assert sorted(folder.iterdir()) == sorted(keep)
+
+
+class _RecordingPool:
+    """Stands in for ProcessPoolExecutor: records its size and start method, converts in this process."""
+
+    seen: dict = {}
+
+    def __init__(self, max_workers, mp_context=None):
+        _RecordingPool.seen = {"processes": max_workers, "start_method": mp_context and mp_context.get_start_method()}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, items):
+        return map(fn, items)
+
+
+def test_conversion_pool_size_and_start_method(tmp_path, monkeypatch):
+    """The pool: as many processes as asked (a trial passes its CPUs), by default the CPUs this process may use (not
+    the machine's), never more than the images; started fresh ("spawn"), never forked from a threaded Ray actor."""
+    root, _ = _one_image_dataset(tmp_path)
+    for name in ("img2", "img3"):
+        shutil.copytree(root / "train" / "img1", root / "train" / name)
+        (root / "train" / name / "images" / "img1.png").rename(root / "train" / name / "images" / f"{name}.png")
+    monkeypatch.setattr(data_module, "ProcessPoolExecutor", _RecordingPool)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    load_train_records(root, tmp_path / "c1")
+    assert _RecordingPool.seen == {"processes": 2, "start_method": "spawn"}
+    records, stats = load_train_records(root, tmp_path / "c2", workers=3)
+    assert _RecordingPool.seen["processes"] == 3 and len(stats.converted) == 3
+    load_train_records(root, tmp_path / "c3", workers=8)
+    assert _RecordingPool.seen["processes"] == 3
 
 
 def _one_image_dataset(tmp_path: Path, n_masks: int = 3, size=(64, 64)) -> tuple[Path, Path]:

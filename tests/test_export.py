@@ -114,10 +114,20 @@ def test_flip_tta_export_is_valid(pretrained, dup_data, tmp_path):
     assert results and {r["image_id"] for r in results} <= {1, 2}
 
 
-def test_default_cap_keeps_the_scorers_100_and_its_ap50(pretrained, dup_data, cache_dir, tmp_path):
-    """--max-dets 100 (default) pastes 100 masks per tile; the course scorer's AP50@100 is that of all detections."""
+@pytest.mark.parametrize("rescoring", [False, True])
+def test_default_cap_keeps_the_scorers_100_and_its_ap50(pretrained, dup_data, cache_dir, tmp_path, rescoring):
+    """--max-dets 100 (default) pastes 100 masks per tile, and they are the first 100 of --max-dets all: the same
+    detections, so the same AP50@100. With mask rescoring too, where the order changes after the model's cut: rescoring
+    reorders the model's whole pool before anything is kept, whatever --max-dets is."""
     from tests.conftest import DUP_TILE
 
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    for name in ("model.pth", "config.yaml"):
+        (checkpoint / name).symlink_to(pretrained.parent / name)
+    state = json.loads((pretrained.parent / "state.json").read_text())
+    state["hparams"]["mask_rescore"] = rescoring
+    (checkpoint / "state.json").write_text(json.dumps(state))
     tile = dup_data / "train" / DUP_TILE
     gt, data = tmp_path / "gt", tmp_path / "data"
     gt.mkdir()
@@ -127,15 +137,16 @@ def test_default_cap_keeps_the_scorers_100_and_its_ap50(pretrained, dup_data, ca
     index = [{"file_name": f"{DUP_TILE}.png", "id": 1, "height": 256, "width": 256}]
     for d in (gt, data):
         (d / "test_img_ids.json").write_text(json.dumps(index))
-    scores, counts = {}, {}
+    scores, kept = {}, {}
     for cap in ("100", "all"):
         out = tmp_path / cap / "answer.json"
-        args = ["--checkpoint", str(pretrained.parent), "--data", str(data), "--out", str(out), "--max-dets", cap]
+        args = ["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out), "--max-dets", cap]
         p = _export(*args)
         assert p.returncode == 0, p.stderr[-3000:]
-        counts[cap] = len(json.loads(out.read_text()))
+        kept[cap] = [(d["segmentation"]["counts"], round(d["score"], 4)) for d in json.loads(out.read_text())]
         scores[cap] = score(out, gt, cache_dir)
-    assert counts["100"] == COURSE_MAX_DETS < counts["all"]
+    assert len(kept["100"]) == COURSE_MAX_DETS < 2 * COURSE_MAX_DETS < len(kept["all"])  # more than a 2 x 100 pool
+    assert kept["100"] == kept["all"][:COURSE_MAX_DETS]
     assert scores["100"]["map50"] == pytest.approx(scores["all"]["map50"], abs=1e-9) and scores["100"]["map50"] > 0.05
 
 

@@ -4,18 +4,20 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.config import get_cfg
+from detectron2.data.transforms import RandomBrightness
 from detectron2.structures import Boxes, Instances
 from PIL import Image
 from skimage.color import hed2rgb, hed_from_rgb, rgb2hed, rgb2yiq, yiq2rgb
 
 from tests.conftest import DUP_TILE, SAMPLE_DATA
 from trainable.augment import NucleiTrainMapper, build_augmentations, with_images
-from trainable.colour import apply_chroma, apply_stain
+from trainable.colour import _LOG_RGB, RandomStain, apply_chroma, apply_stain, mean_stains
 from trainable.config import ConfigError, as_run, build_cfg, validate, with_defaults
 from trainable.data import load_train_records
 from trainable.rescore import mask_quality, rescore
@@ -31,14 +33,34 @@ def rgb() -> np.ndarray:
 def test_stain_jitter_is_scikit_images_hed_jitter_without_its_lossy_clip(rgb):
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     assert np.array_equal(apply_stain(bgr, [1, 1, 1], [0, 0, 0]), bgr)  # no jitter: the very same pixels
-    alpha, beta = np.array([1.1, 0.9, 1.05]), np.array([0.02, -0.03, 0.01])
+    alpha, beta = np.array([1.2, 0.8, 1.1]), np.array([0.2, -0.3, 0.1])
     ours = apply_stain(bgr, alpha, beta)[..., ::-1].astype(float)
-    reference = hed2rgb(rgb2hed(rgb) * alpha + beta) * 255
-    od = np.log(np.maximum(rgb / 255, 1e-6)) / np.log(1e-6) @ hed_from_rgb
+    od = np.log(np.maximum(rgb / 255, 1e-6)) / np.log(1e-6) @ hed_from_rgb  # rgb2hed before its clip
+    mean = od.reshape(-1, 3).mean(0)  # beta is a fraction of each stain's mean amount in the image
+    assert (mean > 0.005).all() and np.allclose(mean_stains(cv2.LUT(bgr, _LOG_RGB)), mean, atol=1e-6)
+    reference = hed2rgb(rgb2hed(rgb) * alpha + beta * mean) * 255
     unclipped = (od >= 0).all(-1)  # where rgb2hed's clip of negative stain amounts does nothing
     assert unclipped.mean() > 0.5
     assert np.abs(ours - reference)[unclipped].max() <= 1.0  # rounding to uint8
     assert np.abs(ours - rgb).mean() > 3  # and the colours did change
+
+
+def test_stain_jitter_moves_pixels_as_documented_on_a_course_tile():
+    # trainable/colour.py and spaces/README.md: t = 0.05 ("light") moves pixels by ~2 grey levels on average, 0.3 (the
+    # top of spaces/maskrcnn.yaml) by ~12, about what brightness 0.2 does. Beta in raw HED units moved them by ~30 at
+    # 0.05 (issue 21), as far as brightness 0.4 and more.
+    bgr = np.ascontiguousarray(np.asarray(Image.open(TILE).convert("RGB"))[..., ::-1])
+
+    def change(augmentation) -> np.ndarray:
+        np.random.seed(0)
+        draws = [augmentation.get_transform(bgr).apply_image(bgr) for _ in range(8)]
+        return np.abs(np.stack(draws).astype(int) - bgr)
+
+    light, top = change(RandomStain(0.05)), change(RandomStain(0.3))
+    assert 1 <= light.mean() <= 3 and np.median(light) <= 3 and np.percentile(light, 90) <= 6
+    assert 7 <= top.mean() <= 16 and np.percentile(top, 90) <= 30
+    brightness = change(RandomBrightness(0.8, 1.2)).mean()
+    assert light.mean() < brightness / 2 and top.mean() < 2 * brightness
 
 
 def test_strong_colour_jitter_stays_within_pixel_values(rgb):
@@ -212,8 +234,49 @@ def test_rescoring_reorders_the_same_detections(pretrained, small_tile, tmp_path
         Predictor(tmp_path / "rescored", tta=True)
 
 
+def test_rescoring_ranks_the_models_whole_pool_before_it_keeps_any(pretrained):
+    """rescore.Ranking: with rescoring, the box predictor keeps the model's own pool whatever is asked, and the best
+    are kept only after rescoring; a detection the box scores ranked last can then lead. (Cutting the pool to 2 x what
+    the caller keeps before rescoring, as validation and export did, made the kept set depend on the caller.)"""
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.structures import Boxes, Instances
+
+    from trainable.evaluate import fetch_count
+    from trainable.rescore import Ranking, mask_quality
+
+    cfg = get_cfg()
+    cfg.merge_from_file(str(pretrained.parent / "config.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    pool = cfg.TEST.DETECTIONS_PER_IMAGE
+    plain = Ranking(model, rescoring=False)
+    plain.keep_best(10)
+    assert model.roi_heads.box_predictor.test_topk_per_image == fetch_count(10)  # the best 10 of a longer list
+    plain.keep_best(None)
+    assert model.roi_heads.box_predictor.test_topk_per_image == pool
+    rescoring = Ranking(model, rescoring=True)
+    rescoring.keep_best(10)
+    assert model.roi_heads.box_predictor.test_topk_per_image == pool  # the pool is the model's, whoever asks
+
+    n = pool
+    scores = torch.linspace(0.9, 0.3, n)  # box order: detection 0 first
+    inside = torch.linspace(0.55, 1.0, n)  # mask quality rising down the list: the last rescore best
+    probabilities = torch.full((n, 1, 28, 28), 0.1)
+    probabilities[:, :, 8:20, 8:20] = inside.view(n, 1, 1, 1)
+    instances = Instances((64, 64), scores=scores.clone(), pred_masks=probabilities)
+    instances.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]).repeat(n, 1))
+    (kept,) = rescoring._after_mask_head(model.roi_heads.mask_head, (), [instances])
+    rescored = scores * mask_quality(probabilities)
+    assert len(kept) == fetch_count(10)
+    assert torch.equal(kept.scores, rescored.sort(descending=True).values[: fetch_count(10)])
+    assert torch.argmax(rescored) > fetch_count(10)  # the best after rescoring was outside a 2 x 10 cut
+
+
 def test_validation_predicts_as_export_does(pretrained, small_tile, tmp_path, cache_dir):
-    """Same checkpoint, scale 1.5 and rescoring: validation's detections are the submission's, to 1e-4."""
+    """Same checkpoint, scale 1.5 and rescoring: validation's detections are the submission's, to 1e-4, whatever
+    each keeps: validation's 100 or 300 (val_detections), export's 100 or all (--max-dets). Rescoring reorders the
+    model's whole pool before anything is cut (a pool of 2 x what the caller kept made the top 100 differ)."""
     from trainable.predict import Predictor
     from trainable.train import NucleiTrainer, Settings, prepare_data
 
@@ -235,12 +298,18 @@ def test_validation_predicts_as_export_does(pretrained, small_tile, tmp_path, ca
     cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR = str(ckpt / "model.pth"), str(tmp_path)
     trainer = NucleiTrainer(cfg, hp, data, report=lambda *a: None, eval_every=1, workdir=tmp_path)
     trainer.resume_or_load(resume=False)
-    trainer.validate()
-    validated = sorted(trainer.last_predictions, key=lambda r: -r["score"])
-    exported = Predictor(ckpt, max_dets=100).predict(small_tile, "piece")
-    assert len(validated) == len(exported) == 100
-    assert [_key(r) for r in validated] == [_key(r) for r in exported]
-    assert np.allclose([r["score"] for r in validated], [r["score"] for r in exported], atol=1e-4)
+    validated = {}
+    for kept in (100, 300):
+        trainer.val_detections = kept
+        trainer.validate()
+        validated[kept] = sorted(trainer.last_predictions, key=lambda r: -r["score"])[:100]
+    exported = {kept: Predictor(ckpt, max_dets=kept).predict(small_tile, "piece")[:100] for kept in (100, None)}
+    assert len(trainer.last_predictions) > 200  # a pool the cut of 2 x 100 would have split
+    first = validated[100]
+    for got in (validated[300], exported[100], exported[None]):
+        assert len(got) == 100
+        assert [_key(r) for r in got] == [_key(r) for r in first]
+        assert np.allclose([r["score"] for r in got], [r["score"] for r in first], atol=1e-4)
 
 
 def test_export_refuses_flip_tta_for_a_rescoring_model(pretrained, dup_data, tmp_path, capsys):
@@ -281,5 +350,5 @@ def test_a_trial_file_with_a_bad_lever_writes_nothing(tmp_path, capsys):
     config = tmp_path / "trial.yaml"
     config.write_text(f"hparams: {{weights: scratch, stain: 2}}\nsettings: {{data: {SAMPLE_DATA}}}\n")
     assert train.main(["--config", str(config), "--out", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err.strip() == "error: stain must be in [0, 1], got 2"
+    assert capsys.readouterr().err.strip() == f"error: {config}: stain must be in [0, 1], got 2"
     assert not (tmp_path / "out").exists()

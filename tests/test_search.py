@@ -2,6 +2,7 @@
 early stopping on each trial's own schedule, TPE's options, grid with points, the status rule."""
 
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +13,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from search import outcome
 from search.searchers import build_scheduler, build_search
 from search.space import load_space
-from trainable.metrics import METRIC, PROGRESS, SCORE
+from trainable.metrics import METRIC, PROGRESS, SCORE, STEP, STEPS, progress_step
 from trainable.train import report_iterations
 
 BASE = {
@@ -50,15 +51,18 @@ def test_optuna_learns_the_trial_score_and_stopped_trials_as_pruned(tmp_path):
             searcher.on_trial_result(trial_id, r)
         searcher.on_trial_complete(trial_id, reports[-1])
 
+    def at(epoch, epochs=4):
+        return {"epoch": epoch, PROGRESS: epoch / epochs, STEP: progress_step(epoch, epochs)}
+
     # Finished: its last val_map50 (0.15) is below its best (0.4); Optuna must learn 0.4.
-    run("done", [{"epoch": e, PROGRESS: e / 4, METRIC: v, SCORE: b} for e, v, b in ((2, 0.4, 0.4), (4, 0.15, 0.4))])
-    # Stopped by ASHA at half its schedule.
-    run("cut", [{"epoch": e, PROGRESS: e / 4, METRIC: v, SCORE: v} for e, v in ((1, 0.1), (2, 0.2))])
+    run("done", [{**at(e), METRIC: v, SCORE: b} for e, v, b in ((2, 0.4, 0.4), (4, 0.15, 0.4))])
+    # Stopped by ASHA at half its schedule: its reports at 25 % and 50 % count at the rungs they passed (10 %, 30 %).
+    run("cut", [{**at(e), METRIC: v, SCORE: v} for e, v in ((1, 0.1), (2, 0.2))])
     # Diverged: an unstable configuration scores 0.
-    run("nan", [{"epoch": 1, PROGRESS: 0.25, METRIC: 0.0, SCORE: 0.0, "failure_reason": "loss became NaN/Inf"}])
+    run("nan", [{**at(1), METRIC: 0.0, SCORE: 0.0, "failure_reason": "loss became NaN/Inf"}])
     done, cut, nan = searcher._ot_study.trials
     assert done.state == TrialState.COMPLETE and done.value == pytest.approx(0.4)
-    assert cut.state == TrialState.PRUNED and cut.intermediate_values == {1: 0.1, 2: 0.2}
+    assert cut.state == TrialState.PRUNED and cut.intermediate_values == {100: 0.1, 300: 0.2}
     assert nan.state == TrialState.COMPLETE and nan.value == 0.0
 
 
@@ -78,7 +82,13 @@ def _stopped(scheduler, epochs_of: dict, report_epochs: dict) -> dict:
             if name in stopped or epoch > epochs_of[name] or epoch not in report_epochs[name]:
                 continue
             best[name] = max(best[name], _learning_curve(epoch, epochs_of[name], 0.1))
-            result = {"epoch": epoch, PROGRESS: epoch / epochs_of[name], SCORE: best[name], "training_iteration": epoch}
+            result = {
+                "epoch": epoch,
+                PROGRESS: epoch / epochs_of[name],
+                STEP: progress_step(epoch, epochs_of[name]),
+                SCORE: best[name],
+                "training_iteration": epoch,
+            }
             if scheduler.on_trial_result(None, t, result) == TrialScheduler.STOP and epoch < epochs_of[name]:
                 stopped[name] = epoch
     return stopped
@@ -116,15 +126,15 @@ def test_trials_report_at_every_rung_whatever_their_eval_every(tmp_path):
         asha={"grace_period": 0.1, "reduction_factor": 3},
         params={"lr": {"loguniform": [0.001, 0.1]}},
     )
-    ray_rungs = ASHAScheduler(max_t=1.0, grace_period=0.1, reduction_factor=3)._brackets[0]._rungs
-    assert space.rungs() == sorted(r for r, _ in ray_rungs if r < 1.0)  # the rungs Ray's ASHA will check
-    # 130 epochs of 20 iterations, validation every 7 epochs: each rung (10 %, 30 %, 90 %) gets a report of its own,
-    # at most one epoch past it, where ASHA sees progress >= the rung.
-    max_iter = 130 * 20
+    ray_rungs = build_scheduler(space)._brackets[0]._rungs
+    assert space.rungs() == sorted(r for r, _ in ray_rungs if r < STEPS) == [100, 300, 900]  # what Ray's ASHA checks
+    # 135 epochs of 20 iterations, validation every 7 epochs: each rung (10 %, 30 %, 90 %) gets a report of its own,
+    # at most one epoch past it, where ASHA sees a step >= the rung.
+    max_iter = 135 * 20
     done = report_iterations(max_iter, 20, 7, space.rungs())
     for r in space.rungs():
-        first = min(d for d in done if d / max_iter >= r)
-        assert r * 130 <= first / 20 < r * 130 + 1
+        first = min(d for d in done if progress_step(d, max_iter) >= r)
+        assert r / STEPS * 135 <= first / 20 < r / STEPS * 135 + 1
     assert max_iter in done and {7 * 20, 14 * 20} <= done
 
 
@@ -146,3 +156,78 @@ def test_grid_runs_every_combination_and_the_points(tmp_path):
         configs.append(trial.config)
     assert len(configs) == space.trial_count() == 2 * 3 + 1
     assert configs.count({"lr": 0.02, "brightness": 0.1}) == 2  # the point first, then the whole grid
+
+
+def test_rungs_land_at_the_documented_epochs(tmp_path):
+    """grace 0.1, factor 3: a 100-, 150- or 200-epoch trial validates at exactly 10 %, 30 % and 90 % of its epochs
+    (in floats 0.1 x 3 > 0.3 put the 30 % rung one epoch late: 31, 46, 61), and ASHA records it at each rung there."""
+    space = _space(tmp_path, asha={"grace_period": 0.1, "reduction_factor": 3}, params={"epochs": {"int": [100, 200]}})
+    for epochs in (100, 150, 200):
+        ipe = 20
+        done = report_iterations(epochs * ipe, ipe, epochs + 1, space.rungs())  # eval_every past the end: rungs only
+        assert sorted(d // ipe for d in done) == [epochs // 10, 3 * epochs // 10, 9 * epochs // 10, epochs]
+        scheduler = build_scheduler(space)
+        scheduler.set_search_properties(SCORE, "max")
+        trial = Trial("__fake", trial_id=f"e{epochs}", stub=True)
+        scheduler.on_trial_add(None, trial)
+        for d in sorted(done)[:-1]:
+            result = {STEP: progress_step(d, epochs * ipe), SCORE: 0.1, "training_iteration": d}
+            scheduler.on_trial_result(None, trial, result)
+        recorded = [m for m, seen in scheduler._brackets[0]._rungs if trial.trial_id in seen]
+        assert sorted(recorded) == [100, 300, 900]
+
+
+def test_tpe_ranks_trials_stopped_at_one_rung_by_score_not_by_their_epochs(tmp_path):
+    """Among pruned trials TPE prefers the last step first, then the score. A 65-epoch trial at 0.50 and a 100-epoch
+    one at 0.10, both stopped at the 30 % rung, must rank by score: with epochs as steps (20 < 30) the long one won."""
+    from optuna.samplers._tpe.sampler import _split_pruned_trials
+
+    space = _space(tmp_path, asha={"grace_period": 0.1, "reduction_factor": 3}, params={"epochs": {"int": [60, 100]}})
+    searcher, _, _ = build_search(space)
+    for trial_id, epochs, value in (("short", 65, 0.5), ("long", 100, 0.1)):
+        searcher.suggest(trial_id)
+        reports = sorted(report_iterations(epochs, 1, 5, space.rungs()))
+        for e in reports:
+            result = {"epoch": e, PROGRESS: e / epochs, STEP: progress_step(e, epochs), SCORE: value}
+            searcher.on_trial_result(trial_id, result)
+            if result[STEP] >= 300:  # ASHA stops it at its 30 % rung (the 65-epoch one at epoch 20, step 307)
+                searcher.on_trial_complete(trial_id, result)
+                break
+    pruned = searcher._ot_study.trials
+    assert [t.state for t in pruned] == [TrialState.PRUNED] * 2
+    assert [max(t.intermediate_values) for t in pruned] == [300, 300]
+    better, _ = _split_pruned_trials(pruned, searcher._ot_study, 1)
+    assert better[0].number == pruned[0].number  # the short trial, at 0.50
+
+
+def test_optuna_draws_a_parameter_only_where_it_acts():
+    """The real space: decays and gamma only under the step schedule, mask_resolution only for FPN backbones; every
+    parameter Optuna holds is the hyperparameter the trial records (the leaderboard's), through TPE's own proposals."""
+    import random
+
+    from search.space import load_space
+    from trainable.config import as_run
+
+    space = load_space(Path(__file__).resolve().parents[1] / "spaces" / "maskrcnn.yaml")
+    searcher, _, _ = build_search(space)
+    rng, seen = random.Random(0), set()
+    for i in range(24):  # past TPE's 10 start-up trials
+        config = searcher.suggest(f"t{i}")
+        params = searcher._ot_trials[f"t{i}"].params
+        hp = space.hparams(config)
+        assert as_run(hp, searched=space.params) == hp
+        cosine, c4 = hp["lr_schedule"] == "cosine", not hp["backbone"].endswith("FPN")
+        seen.add((cosine, c4))
+        decays = {k for k in params if k.startswith("decay_")}
+        assert bool(decays) == ("gamma" in params) == (not cosine)
+        assert ("mask_resolution" in params) == (not c4)
+        for k, v in params.items():
+            if not k.startswith("decay_"):
+                assert hp[k] == v, (k, v, hp[k])
+        if not cosine:
+            fractions = sorted(params[f"decay_{j}"] for j in range(1, params["decay_count"] + 1))
+            assert hp["decay_epochs"] == sorted({round(f * hp["epochs"]) for f in fractions})
+        result = {"epoch": hp["epochs"], PROGRESS: 1.0, STEP: STEPS, SCORE: rng.random()}
+        searcher.on_trial_result(f"t{i}", result)
+        searcher.on_trial_complete(f"t{i}", result)
+    assert len(seen) == 4  # both schedules with both kinds of backbone

@@ -46,7 +46,10 @@ BAD = [
         "points_to_evaluate:\n  - {lr: 5.0, epochs: 3, decay_epochs: [2]}\n",
         "points_to_evaluate[0].lr: 5.0 is outside",
     ),
-    ("settings: {data: sample_data/nuclei, split: {val: 1}, eval_evry: 2}\n", "settings: unknown setting(s)"),
+    (
+        "settings: {data: sample_data/nuclei, split: {val: 1}, eval_evry: 2}\n",
+        "settings: unknown setting 'eval_evry'; did you mean 'eval_every'?",
+    ),
     ("trial_seeds: random\n", "trial_seeds: 'random' is not one of ['shared', 'per_trial']"),
     (
         "trial_seeds: per_trial\nfixed: {backbone: R18-FPN, weights: scratch, warmup_epochs: 1, seed: 3}\n",

@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DUP_TILE, ROOT
 from tests.conftest import sweep_space as _space
+from trainable.metrics import STEPS
 
 
 def _run(*args, timeout=900, env=None) -> subprocess.CompletedProcess:
@@ -92,7 +93,8 @@ def test_sweep_asha_stops_a_bad_trial_and_optuna_learns(dup_data, cache_dir, pre
     assert complete == pytest.approx(sorted(board.loc[board["status"] == "finished", "best_val_map50"]))
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert len(pruned) == (board["status"] == "stopped_early").sum() >= 1
-    assert all(t.intermediate_values and max(t.intermediate_values) < 3 for t in pruned)  # epochs before the last
+    # Their scores at the rungs they reached, as progress steps (thousandths of the schedule) before its end.
+    assert all(t.intermediate_values and max(t.intermediate_values) < STEPS for t in pruned)
     bad = [t for t in trials if t.params["score_thresh_test"] == 0.9999]
     assert all(t.state == TrialState.PRUNED and t.intermediate_values == {1: 0.0} for t in bad)
 
@@ -228,19 +230,47 @@ def test_raising_trial_is_retried_from_its_checkpoint_and_a_nan_trial_fails_alon
 
 def test_time_budget_leaves_trials_unfinished_and_resume_continues_them_into_mlflow(dup_data, cache_dir, tmp_path):
     """--time-budget-s stops the sweep like Ctrl-C: unfinished trials, exit 1 with the --resume command. A resume
-    honours its own budget; the last one completes the sweep and, MLflow on now, gives every trial its run."""
-    space = _space(tmp_path, dup_data, cache_dir, scheduler="fifo", num_samples=3)
+    honours its own budget; the last one completes the sweep and, MLflow on now, gives every trial its run.
+
+    The budgets bite by construction, however fast the machine: under the sleep drill (NUCLEITUNE_SLEEP_AT_ITER,
+    trainable.train.InjectedSleep) a trial that starts from scratch sleeps 600 s, longer than either budget, once its
+    first iteration (its epoch 1, report and checkpoint made) is done, and the trials run one at a time
+    (max_concurrent 1). A budget starts before the first trial of its launch, so it ends before any trial that
+    started from scratch in that launch can end, and before any later trial can start: the first launch ends with
+    no trial ended, the second (where trial 1 may go on from its checkpoint, past the drill, but trial 2 starts from
+    scratch) with the sweep incomplete. Only the last launch runs without the drill. A slower machine only reaches
+    the drill later (or not within the first budget: the trial then restarts from scratch on resume)."""
+    settings = {
+        "data": str(dup_data),
+        "split": {"val_ids": ["copy"], "train_ids": [DUP_TILE]},
+        "eval_every": 1,
+        "val_crop": 256,  # validation on a 256 px centre crop: seconds, not tens of seconds, per epoch
+        "cache_dir": str(cache_dir),
+    }
+    space = _space(tmp_path, dup_data, cache_dir, scheduler="fifo", num_samples=3, settings=settings)
     results = tmp_path / "results"
+    drill = {"NUCLEITUNE_SLEEP_AT_ITER": "1:600"}
     first = _run(
-        "--space", str(space), "--results", str(results), "--name", "b", "--mlflow-uri", "off", "--time-budget-s", "25"
+        "--space",
+        str(space),
+        "--results",
+        str(results),
+        "--name",
+        "b",
+        "--mlflow-uri",
+        "off",
+        "--time-budget-s",
+        "25",
+        env=drill,
     )
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     assert "python -m search.run --resume --name b" in first.stderr
     board = pd.read_csv(results / "b" / "leaderboard.csv")
-    assert (board["status"] == "unfinished").any() and set(board["status"]) <= {"finished", "unfinished"}
+    assert len(board) and (board["status"] == "unfinished").all()  # no trial can end within the budget
+    reported = set(board.loc[board["epochs_run"] >= 1, "trial_id"])  # with a checkpoint to go on from
     assert not (results / "mlflow.db").exists()
 
-    again = _run("--resume", "--results", str(results), "--name", "b", "--time-budget-s", "1")
+    again = _run("--resume", "--results", str(results), "--name", "b", "--time-budget-s", "1", env=drill)
     assert again.returncode == 1 and "--resume --name b" in again.stderr, again.stdout[-3000:] + again.stderr[-3000:]
 
     uri = f"sqlite:///{results / 'mlflow.db'}"
@@ -248,6 +278,9 @@ def test_time_budget_leaves_trials_unfinished_and_resume_continues_them_into_mlf
     assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
     board = pd.read_csv(results / "b" / "leaderboard.csv")
     assert len(board) == 3 and (board["status"] == "finished").all() and (board["epochs_run"] == 3).all()
+    for row in board[board["trial_id"].isin(reported)].itertuples():  # went on from the first launch's checkpoint
+        resumed = " ".join(p.read_text() for p in Path(row.path).glob("trial-resumed-*.log"))
+        assert "resumed from" in resumed, row.trial_id
 
     from mlflow import MlflowClient
 
@@ -256,6 +289,68 @@ def test_time_budget_leaves_trials_unfinished_and_resume_continues_them_into_mlf
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 4 and sorted(r.data.tags["nucleitune.trial_id"] for r in children) == sorted(board["trial_id"])
     assert {r.info.status for r in runs} == {"FINISHED"}
-    for child in children:  # trials that ended before MLflow was on too, each epoch once
+    for child in children:  # each epoch once, those reported while MLflow was off too
         assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val_map50")) == [1, 2, 3]
         assert "val_map50_best" in child.data.metrics and child.data.params["epochs"] == "3"
+
+
+def test_the_pruner_never_strips_the_checkpoint_ray_would_restore_from(tmp_path):
+    """TrainerStatePruner against Ray's bookkeeping (num_to_keep=1: the best by score and the latest): whatever
+    checkpoint the experiment state on storage may name when a driver dies keeps trainer.pth; at the end only the
+    latest of a finished trial does, and an errored trial (resumable) keeps its own."""
+    import shutil
+    from types import SimpleNamespace
+
+    from search.checkpoints import TrainerStatePruner
+    from trainable.checkpoints import TRAINER_STATE
+
+    def ckpt(folder: Path, k: int) -> Path:
+        d = folder / f"checkpoint_{k:06d}"
+        d.mkdir(parents=True)
+        for name in ("model.pth", TRAINER_STATE):
+            (d / name).write_bytes(b"x")
+        return d
+
+    pruner = TrainerStatePruner()
+    folder = tmp_path / "trial"
+    trial = SimpleNamespace(storage=SimpleNamespace(trial_fs_path=str(folder)), checkpoint=None, status="RUNNING")
+    kept: dict[Path, float] = {}  # Ray's checkpoints of the trial and their val_map50
+    for k, score in enumerate([0.5, 0.1, 0.7, 0.2, 0.3, 0.1, 0.8, 0.2]):
+        new = ckpt(folder, k)
+        pruner.on_checkpoint(iteration=k, trials=[trial], trial=trial, checkpoint=SimpleNamespace(path=str(new)))
+        # Killed now, the driver resumes from the latest in the experiment state on storage: the snapshot recording
+        # this checkpoint is not written yet, the one recording the previous may still be uploading.
+        for j in (k, k - 1, k - 2):
+            d = folder / f"checkpoint_{j:06d}"
+            assert not d.exists() or (d / TRAINER_STATE).is_file(), (k, j)
+        older = [d for d in folder.glob("checkpoint_*") if int(d.name.split("_")[1]) < k - 2]
+        assert not any((d / TRAINER_STATE).exists() for d in older), k  # the best from before: weights only
+        # Ray registers it, keeps the best and the latest, deletes the rest; its snapshot then names it.
+        kept[new] = score
+        best = max(kept, key=kept.get)
+        for d in [d for d in kept if d not in (best, new)]:
+            shutil.rmtree(d)
+            del kept[d]
+        trial.checkpoint = SimpleNamespace(path=str(new))
+        assert all((d / "model.pth").is_file() for d in kept)
+    assert sorted(kept) == sorted(folder.glob("checkpoint_*")) == [folder / "checkpoint_000006", new]
+    assert (folder / "checkpoint_000006" / TRAINER_STATE).is_file()  # the best, one report back: still restorable
+
+    errored_folder = tmp_path / "errored"
+    errored_ckpts = [ckpt(errored_folder, 0), ckpt(errored_folder, 1)]
+    errored = SimpleNamespace(
+        storage=SimpleNamespace(trial_fs_path=str(errored_folder)),
+        checkpoint=SimpleNamespace(path=str(errored_ckpts[1])),
+        status="ERROR",
+    )
+    trial.status = "TERMINATED"
+    pruner.on_experiment_end(trials=[trial, errored])
+    assert [(d / TRAINER_STATE).is_file() for d in sorted(folder.glob("checkpoint_*"))] == [False, True]
+    assert all((d / TRAINER_STATE).is_file() for d in errored_ckpts)
+
+    # The rule: the new checkpoint and the two before it in Ray's numbering (gaps: checkpoints Ray deleted).
+    from search.checkpoints import restorable_checkpoints
+
+    names = [tmp_path / f"checkpoint_{k:06d}" for k in (0, 3, 4, 5)]
+    assert restorable_checkpoints(names, names[3]) == set(names[1:])
+    assert restorable_checkpoints(names[:1], names[0]) == {names[0]}

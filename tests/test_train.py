@@ -1,6 +1,7 @@
 """Real Detectron2 training on small crops of the course data: a few iterations, R18-FPN from scratch."""
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,7 @@ class Recorder:
         self.reports.append((metrics, ckpt))
 
 
-def test_two_epochs_report_and_resume(small_data, cache_dir, tmp_path):
+def test_two_epochs_report_and_resume(small_data, cache_dir, tmp_path, caplog):
     settings = _settings(small_data, cache_dir)
     rec = Recorder(tmp_path)
     summary = run_trial({**TINY, "epochs": 2}, settings, rec, tmp_path / "work")
@@ -62,12 +63,20 @@ def test_two_epochs_report_and_resume(small_data, cache_dir, tmp_path):
     assert json.loads((ckpt / "state.json").read_text())["iteration"] == 2
     assert summary["failure_reason"] is None
 
-    # A checkpoint without the training state (a best one) cannot resume: one clear error.
+    # A checkpoint whose training state was stripped (a best one, or one a killed driver resumes from) still resumes:
+    # its weights, with a warning, a fresh optimizer and the LR schedule at its iteration; it trains to its end.
     weights_only = tmp_path / "weights-only"
     shutil.copytree(ckpt, weights_only)
     (weights_only / "trainer.pth").unlink()
-    with pytest.raises(ConfigError, match="only a trial's latest checkpoint can resume"):
-        run_trial({**TINY, "epochs": 2}, settings, Recorder(tmp_path), tmp_path / "w3", resume_from=weights_only)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nucleitune"):
+        again = Recorder(tmp_path / "again")
+        again.keep.mkdir()
+        summary = run_trial({**TINY, "epochs": 2}, settings, again, tmp_path / "w3", resume_from=weights_only)
+    assert any("no trainer.pth" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert summary["start_iter"] == 2 and summary["max_iter"] == 4 and summary["failure_reason"] is None
+    assert [m["iteration"] for m, _ in again.reports] == [4]  # the last iteration: trained to its end
+    assert again.reports[0][0]["lr"] == pytest.approx(0.001)  # the schedule positioned past its decay at epoch 1
 
     # Resume from the epoch-1 checkpoint: training continues at iteration 2 (0-based), with the decayed LR.
     resumed = Recorder(tmp_path / "resumed")
@@ -98,7 +107,7 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path):
     )
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [
-        "error: backbone 'R34-C4': choose one of ['R101-C4', 'R101-FPN', 'R18-FPN', 'R50-C4', 'R50-FPN']"
+        f"error: {bad}: backbone 'R34-C4': choose one of ['R101-C4', 'R101-FPN', 'R18-FPN', 'R50-C4', 'R50-FPN']"
     ]
     bad.write_text("hparams: {}\nsettings: {data: /nonexistent}\n")
     p = subprocess.run(
@@ -107,8 +116,10 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path):
     assert p.returncode == 2 and p.stderr.strip() == "error: /nonexistent: dataset folder not found"
 
 
-def test_capped_validation_gives_the_uncapped_runs_val_map50(pretrained, dup_data, cache_dir, tmp_path):
-    """val_detections=100 (the default) must not change val_map50: the top 100 of 300 detections are the same."""
+@pytest.mark.parametrize("rescoring", [False, True])
+def test_capped_validation_gives_the_uncapped_runs_val_map50(pretrained, dup_data, cache_dir, tmp_path, rescoring):
+    """val_detections=100 (the default) must not change val_map50: the top 100 of 300 detections are the same. With
+    mask rescoring too: the pool it reorders is the model's, whatever validation keeps (rescore.Ranking)."""
     from detectron2.config import get_cfg
 
     from trainable.train import NucleiTrainer, prepare_data
@@ -117,9 +128,10 @@ def test_capped_validation_gives_the_uncapped_runs_val_map50(pretrained, dup_dat
     cfg = get_cfg()
     cfg.merge_from_file(str(pretrained.parent / "config.yaml"))
     cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR = str(pretrained), str(tmp_path)
+    hp = json.loads((pretrained.parent / "state.json").read_text())["hparams"]
     trainer = NucleiTrainer(
         cfg,
-        json.loads((pretrained.parent / "state.json").read_text())["hparams"],
+        {**hp, "mask_rescore": rescoring},
         prepare_data(settings),
         report=lambda *a: None,
         eval_every=1,
@@ -228,6 +240,78 @@ def test_amp_on_cpu_is_off_by_default_and_refused_when_asked(small_data, cache_d
     with pytest.raises(ConfigError, match="amp must be one of"):
         Settings.from_dict({"data": "x", "amp": "fp8"})
     assert Settings.from_dict({"data": "x", "amp": False}).amp == "off"  # YAML's `amp: off`
+
+
+def test_a_trial_reserving_no_gpu_runs_on_the_cpu_with_amp_off_where_cuda_is_visible(monkeypatch, tmp_path):
+    """Ray does not hide GPUs from a trial that reserves none: the reservation, not torch, decides the device."""
+    from trainable.train import trial_device
+
+    for reserved in (0, 0.0):
+        assert trial_device("auto", reserved, cuda_available=True) == "cpu"
+        assert trial_device("cpu", reserved, cuda_available=True) == "cpu"
+        with pytest.raises(ConfigError, match="device: cuda, but the trial reserves no GPU"):
+            trial_device("cuda", reserved, cuda_available=True)
+    for reserved in (0.5, 1.0):
+        assert trial_device("auto", reserved, cuda_available=True) == "cuda"
+        assert trial_device("cpu", reserved, cuda_available=True) == "cpu"
+    # Outside Ray (python -m trainable.train): auto is CUDA where torch sees it.
+    assert trial_device("auto", None, cuda_available=True) == "cuda"
+    assert trial_device("auto", None, cuda_available=False) == "cpu"
+    assert trial_device("cuda", None, cuda_available=True) == "cuda"
+
+    # Where CUDA is reported available (a GPU workstation, a GPU node), a trial reserving 0 GPUs: CPU, AMP off, and
+    # no CUDA switch (cuDNN autotuning) touched.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    settings = Settings(data="x")
+    assert settings.device == "auto" and settings.amp == "auto" and settings.cudnn_benchmark
+    assert settings.resolved_device() == "cuda" and settings.amp_dtype("cuda") == torch.bfloat16  # outside Ray
+    device = settings.resolved_device(reserved_gpus=0.0)
+    assert device == "cpu" and settings.amp_dtype(device) is None
+    settings.configure_torch(device)
+    assert torch.backends.cudnn.benchmark is False
+
+    # run_trial takes the reservation: with 0 GPUs, fp16/bf16 (CUDA only) and device: cuda are refused before any work.
+    settings.amp = "bf16"
+    with pytest.raises(ConfigError, match="amp: bf16 needs a CUDA device"):
+        run_trial({**TINY, "epochs": 1}, settings, Recorder(tmp_path), tmp_path / "w", reserved_gpus=0.0)
+    settings.amp, settings.device = "auto", "cuda"
+    with pytest.raises(ConfigError, match="reserves no GPU"):
+        run_trial({**TINY, "epochs": 1}, settings, Recorder(tmp_path), tmp_path / "w", reserved_gpus=0.0)
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_ray_trial_reserving_no_gpu_trains_on_the_cpu_where_cuda_is_visible(monkeypatch, tmp_path):
+    """tune_trial takes the reservation from Ray's runtime context (a 0-GPU trial's assigned resources have no GPU,
+    and Ray leaves CUDA_VISIBLE_DEVICES alone): run_trial's device, AMP and torch switches follow it."""
+    from types import SimpleNamespace
+
+    import ray
+    from ray import tune
+
+    import trainable.train as train
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def configure_torch(self, device):  # run_trial's last step before any work: what would it switch on?
+        seen.append((device, self.amp_dtype(device)))
+        raise Stop
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(Settings, "configure_torch", configure_torch)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    monkeypatch.setattr(train, "_setup_logging", lambda *a: None)
+    for assigned in ({"CPU": 2.0}, {"CPU": 2.0, "GPU": 0.5}):
+        context = SimpleNamespace(get_node_id=lambda: "node", get_assigned_resources=lambda a=assigned: dict(a))
+        monkeypatch.setattr(ray, "get_runtime_context", lambda c=context: c)
+        with pytest.raises(Stop):
+            train.tune_trial(dict(TINY), {"data": str(tmp_path)})
+    assert seen == [("cpu", None), ("cuda", torch.bfloat16)]
 
 
 def test_local_reporter_keeps_trainer_state_in_the_latest_checkpoint_only(tmp_path):

@@ -15,6 +15,8 @@ from pathlib import Path
 from detectron2 import model_zoo
 from detectron2.config import CfgNode, get_cfg
 
+from trainable.cli import unknown_key
+
 # Every hyperparameter a trial understands, with its default. Search spaces and trial files may set any of them.
 DEFAULTS: dict = {
     "backbone": "R50-FPN",  # one of BACKBONES
@@ -38,7 +40,7 @@ DEFAULTS: dict = {
     "brightness": 0.2,  # random brightness factor in [1 - b, 1 + b]; 0 = off
     "rot90": 0.0,  # probability of a quarter turn (90, 180 or 270 degrees); 0.75: all four rotations equally likely
     "contrast": 0.0,  # random contrast factor in [1 - c, 1 + c]; 0 = off
-    "stain": 0.0,  # HED stain jitter t: each stain amount x U[1 - t, 1 + t] + U[-t, t] (trainable.colour); 0 = off
+    "stain": 0.0,  # HED jitter t: each stain s x U[1 - t, 1 + t] + U[-t, t] x its mean (trainable.colour); 0 = off
     "hue": 0.0,  # random hue shift in [-h, h] degrees (YIQ chroma rotation); 0 = off
     "saturation": 0.0,  # random saturation factor in [1 - s, 1 + s]; 0 = off
     # scale: tiles are resized by `scale` in training (crops of crop_size / scale px), validation and export alike
@@ -117,10 +119,15 @@ def check_flag(k: str, v) -> None:
         raise ConfigError(f"{k} must be true or false, got {v!r}")
 
 
+# Names other tools give hyperparameters of DEFAULTS: an unknown name close to one of them suggests ours.
+ALIASES = {"learning_rate": "lr", "base_lr": "lr", "max_epochs": "epochs", "num_epochs": "epochs", "wd": "weight_decay"}
+HPARAMS_DOC = "see spaces/README.md for the list"  # where an unknown hyperparameter's message sends the user
+
+
 def with_defaults(hp: dict) -> dict:
     unknown = set(hp) - set(DEFAULTS)
     if unknown:
-        raise ConfigError(f"unknown hyperparameter(s): {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        raise ConfigError(unknown_key("hyperparameter", unknown, DEFAULTS, HPARAMS_DOC, ALIASES))
     return {**DEFAULTS, **hp}
 
 
@@ -225,13 +232,29 @@ def _norm(hp: dict) -> str:
     return "FrozenBN"
 
 
+# Hyperparameters that act only in some trials: what decides whether they do.
+CONDITIONAL = {"decay_epochs": "lr_schedule", "gamma": "lr_schedule", "mask_resolution": "backbone"}
+
+
+def acts(name: str, hp: dict) -> bool:
+    """Whether hyperparameter `name` changes a trial with these hyperparameters: decays and gamma only under the step
+    schedule (a cosine one has no steps), mask_resolution only for FPN backbones (C4 heads share one pooling, 14).
+    The searcher draws a conditional parameter only where it acts; what is recorded is what acts (as_run)."""
+    if name in ("decay_epochs", "gamma"):
+        return hp["lr_schedule"] == "step"
+    if name == "mask_resolution":
+        return str(hp["backbone"]).endswith("FPN")
+    return True
+
+
 def as_run(hp: dict, searched=()) -> dict:
-    """The hyperparameters as they act, for recording: decays and gamma under a cosine schedule are reset, and so is a
-    searched mask resolution that a C4 model drew (a fixed one stays, for validate to refuse)."""
+    """The hyperparameters as they act, for recording: decays and gamma under a cosine schedule are reset (no decays,
+    gamma's default), and so is a searched mask resolution that a C4 model drew (a fixed one stays, for validate to
+    refuse)."""
     hp = dict(hp)
-    if hp["lr_schedule"] == "cosine":
+    if not acts("decay_epochs", hp):
         hp["decay_epochs"], hp["gamma"] = [], DEFAULTS["gamma"]
-    if "mask_resolution" in searched and not hp["backbone"].endswith("FPN"):
+    if "mask_resolution" in searched and not acts("mask_resolution", hp):
         hp["mask_resolution"] = DEFAULTS["mask_resolution"]
     return hp
 

@@ -10,7 +10,9 @@ Converting 14,598 mask PNGs takes ~75 s on two cores, so each image's annotation
 of its files (names, sizes, mtimes): a changed, added or removed file re-reads that image only. The cache holds, per
 image, the record as JSON (masks as full-image RLE, for COCO evaluation) and its instance masks decoded once, each
 inside its box (`<id>-<fingerprint>.npz`, trainable.masks.PackedMasks), which the training mapper crops and flips.
-Records carry the latter as `instance_masks`.
+Records carry the latter as `instance_masks`. Trials starting together on a node share the conversion: one process
+per dataset converts (a lock file in the cache folder), the others wait and then read its entries; entries are written
+atomically (a reader sees a whole file or none), and replacing an image's entry removes only its other fingerprints.
 
 Empty masks (no foreground pixel) are skipped with a warning: they carry no instance, and refusing them would make
 one stray blank file block a whole dataset. Every other defect is a DatasetError naming the file.
@@ -18,14 +20,19 @@ one stray blank file block a whole dataset. Every other defect is a DatasetError
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import random
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +42,14 @@ from detectron2.structures import BoxMode
 from PIL import Image
 from tqdm import tqdm
 
-from trainable.files import read_document
+from trainable.cli import unknown_key
+from trainable.files import atomic_write, check_folder, read_document
 from trainable.masks import PackedMasks
 
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: instance masks inside their boxes (.npz) beside each record
+MAX_PROCESSES = 8  # conversion processes by default (each imports torch; more gain little on one disk)
 CATEGORY_NAME = "nucleus"
 
 
@@ -164,6 +173,7 @@ def convert_image(image_dir: Path) -> tuple[dict, PackedMasks]:
 
 def train_image_dirs(root: Path, subdir: str = "train") -> list[Path]:
     train = Path(root) / subdir
+    check_folder(root, DatasetError, "the dataset")
     if not Path(root).is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     if not train.is_dir():
@@ -178,12 +188,66 @@ def _cache_path(cache_dir: Path, image_dir: Path, fp: str) -> Path:
     return cache_dir / "annotations" / f"{image_dir.name}-{fp}.json"
 
 
-def _write_atomic(path: Path, write) -> None:
-    """write(tmp) then rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # keeps the suffix (np.savez adds .npz)
-    write(tmp)
-    os.replace(tmp, path)
+def _read_cached(path: Path) -> dict | None:
+    """The cached record at `path` (.json) with its masks (.npz), or None where either is missing."""
+    try:
+        return {**json.loads(path.read_text()), "instance_masks": PackedMasks.load(path.with_suffix(".npz"))}
+    except FileNotFoundError:  # not converted yet, or just replaced by another dataset's version of this image
+        return None
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove the image's cache entries with other fingerprints than `path`'s (<id>-<fingerprint>.json/.npz): never
+    the current one, which another process may have just written, nor those of ids that merely start with this one."""
+    image_id = path.stem.rsplit("-", 1)[0]
+    entry = re.compile(re.escape(image_id) + r"-[0-9a-f]{16}\.(json|npz)")
+    for f in path.parent.glob(f"{glob.escape(image_id)}-*"):
+        if f.stem != path.stem and entry.fullmatch(f.name):
+            f.unlink(missing_ok=True)
+
+
+def _default_processes() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count), at most MAX_PROCESSES."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, MAX_PROCESSES))
+
+
+@contextmanager
+def _conversion_lock(cache_dir: Path, dataset: Path) -> Iterator[None]:
+    """Held while converting `dataset` into `cache_dir`: other processes converting it wait (they then read what the
+    holder wrote). A lock file per dataset in the cache folder, kept (removing it would race with its waiters)."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # as multiprocessing's own check
+        # A conversion process re-running its parent's unguarded main script: the parent holds the lock (a hang).
+        raise RuntimeError("load_train_records in a script's top level: put it under `if __name__ == '__main__':`")
+    folder = cache_dir / "annotations"
+    folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha1(str(dataset.resolve()).encode()).hexdigest()[:16]
+    with open(folder / f".convert-{key}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("waiting for another process converting the masks of %s", dataset)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _convert(dirs: list[Path], workers: int | None) -> list[tuple[dict, PackedMasks]]:
+    """convert_image of each folder, in `workers` processes (default: _default_processes()), at most one per folder."""
+    if not dirs:
+        return []
+    n = min(workers or _default_processes(), len(dirs))
+    logger.info("converting masks of %d image(s) with %d process(es)", len(dirs), n)
+    # On stdout, on a terminal only: stderr carries errors (one line each), and logs do not want the redraws.
+    bar = {"total": len(dirs), "desc": "converting masks (once; cached)", "unit": "image"}
+    bar.update(file=sys.stdout, disable=None)
+    if n == 1:
+        return [convert_image(d) for d in tqdm(dirs, **bar)]
+    # "spawn": fresh interpreters; forking a threaded process (a Ray actor: gRPC, logging threads) can deadlock.
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(tqdm(pool.map(convert_image, dirs), **bar))
 
 
 @dataclass
@@ -199,9 +263,14 @@ def load_train_records(
 ) -> tuple[list[dict], LoadStats]:
     """All training records, from the cache where the files are unchanged; misses are converted in parallel.
 
-    `subdir` is the folder of <id>/images + <id>/masks under root ("" when root itself is that folder)."""
+    `workers` is the number of conversion processes (a trial passes its CPUs; default: the CPUs this process may use,
+    at most MAX_PROCESSES; never more than the misses). While one process converts a dataset into a cache folder,
+    others loading it wait, then read its entries. `subdir` is the folder of <id>/images + <id>/masks under root (""
+    when root itself is that folder)."""
     root = Path(root)
+    given = "settings.cache_dir" if cache_dir else "$NUCLEITUNE_CACHE" if "NUCLEITUNE_CACHE" in os.environ else None
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    check_folder(cache_dir, DatasetError, f"the annotation cache{f', {given}' if given else ''}")
     stats = LoadStats()
     dirs = train_image_dirs(root, subdir)
     records: dict[str, dict] = {}
@@ -209,30 +278,22 @@ def load_train_records(
     for d in dirs:
         image_file, masks = _image_dir_files(d)
         path = _cache_path(cache_dir, d, _fingerprint([image_file, *masks], root))
-        masks_path = path.with_suffix(".npz")
-        if path.is_file() and masks_path.is_file():
-            records[d.name] = {**json.loads(path.read_text()), "instance_masks": PackedMasks.load(masks_path)}
+        cached = _read_cached(path)
+        if cached is not None:
+            records[d.name] = cached
         else:
             misses.append((d, path))
     if misses:
-        n = workers or min(len(misses), os.cpu_count() or 1)
-        logger.info("converting masks of %d image(s) with %d process(es)", len(misses), n)
-        dirs_to_convert = [d for d, _ in misses]
-        # On stdout, on a terminal only: stderr carries errors (one line each), and logs do not want the redraws.
-        bar = {"total": len(misses), "desc": "converting masks (once; cached)", "unit": "image"}
-        bar.update(file=sys.stdout, disable=None)
-        if n > 1:
-            with ProcessPoolExecutor(n) as pool:
-                converted = list(tqdm(pool.map(convert_image, dirs_to_convert), **bar))
-        else:
-            converted = [convert_image(d) for d in tqdm(dirs_to_convert, **bar)]
-        for (d, path), (rec, packed) in zip(misses, converted, strict=True):
-            for stale in path.parent.glob(f"{d.name}-*.*"):
-                stale.unlink(missing_ok=True)
-            _write_atomic(path.with_suffix(".npz"), packed.save)
-            _write_atomic(path, lambda p, rec=rec: p.write_text(json.dumps(rec)))  # last: it marks the entry complete
-            records[d.name] = {**rec, "instance_masks": packed}
-            stats.converted.append(d.name)
+        with _conversion_lock(cache_dir, root / subdir):
+            waited_for = {d.name: rec for d, path in misses if (rec := _read_cached(path)) is not None}
+            records.update(waited_for)  # converted by another process while this one waited for the lock
+            misses = [(d, path) for d, path in misses if d.name not in waited_for]
+            for (d, path), (rec, packed) in zip(misses, _convert([d for d, _ in misses], workers), strict=True):
+                atomic_write(path.with_suffix(".npz"), packed.save)
+                atomic_write(path, lambda p, rec=rec: p.write_text(json.dumps(rec)))  # last: it marks the entry whole
+                _remove_stale(path)
+                records[d.name] = {**rec, "instance_masks": packed}
+                stats.converted.append(d.name)
     out = [records[d.name] for d in dirs]
     for rec in out:
         # Paths are stored resolved at conversion; a moved dataset with unchanged files keeps its cache.
@@ -273,10 +334,13 @@ class Split:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Split:
+        if d is not None and not isinstance(d, dict):
+            raise DatasetError(f"split: expected a mapping (val, val_ids or folds), got {d!r}"[:200])
         d = dict(d or {"val": 4})
-        unknown = set(d) - {"val", "val_ids", "folds", "fold", "seed", "train_ids"}
+        keys = ("val", "val_ids", "folds", "fold", "seed", "train_ids")
+        unknown = set(d) - set(keys)
         if unknown:
-            raise DatasetError(f"split: unknown key(s): {sorted(unknown)}")
+            raise DatasetError(f"split: {unknown_key('key', unknown, keys, 'use ' + ', '.join(keys))}")
         for k in ("val_ids", "train_ids"):
             if d.get(k) is not None:
                 d[k] = tuple(str(x) for x in d[k])

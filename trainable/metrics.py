@@ -5,7 +5,12 @@ METRIC = "val_map50"  # mask AP@0.5 at the course scorer's 100 detections, this 
 # The trial's score: the best val_map50 of its reports so far, 0 once its loss has diverged. Searcher, scheduler,
 # leaderboard, MLflow and `export --best` rank trials by it (spaces/README.md, "Trial score").
 SCORE = "val_map50_best"
-PROGRESS = "progress"  # iterations done / the trial's iterations: ASHA's time axis (1.0 = the whole schedule)
+PROGRESS = "progress"  # iterations done / the trial's iterations (1.0 = the whole schedule)
+# ASHA's time axis and Optuna's step: the iterations done in whole thousandths of the trial's own schedule, rounded
+# down. Whole numbers keep the rungs exact (in floats 0.1 x 3 is 0.30000000000000004, which put the 30 % rung of a
+# 100-epoch trial at epoch 31), and one step is the same fraction of every trial's schedule, whatever its epochs.
+STEP = "progress_step"
+STEPS = 1000  # the step of a trial that has run its whole schedule
 # Per-report metrics worth a curve in MLflow (val_detections_per_image, capped at 100, is logged once per trial).
 METRIC_KEYS = (
     *LOSS_KEYS,
@@ -18,3 +23,8 @@ METRIC_KEYS = (
     "val_map_all",
     "val_seconds",
 )
+
+
+def progress_step(done: int, total: int) -> int:
+    """`done` of `total` iterations as a STEP: exact integer arithmetic, so a rung at 300 is reached at exactly 30 %."""
+    return done * STEPS // total

@@ -82,8 +82,8 @@ class Predictor:
         cfg.MODEL.WEIGHTS = str(ckpt / "model.pth")
         if score_threshold is not None:
             cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_threshold
-        if max_dets is not None:
-            cfg.TEST.DETECTIONS_PER_IMAGE = fetch_count(max_dets)
+        if max_dets is not None and not self.hp["mask_rescore"]:  # a rescoring model keeps its pool (rescore.Ranking)
+            cfg.TEST.DETECTIONS_PER_IMAGE = fetch_count(max_dets)  # flip TTA merges to it too
         self.max_dets = max_dets
         self.cfg = cfg
         self.model = build_model(cfg)
@@ -93,8 +93,8 @@ class Predictor:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise ConfigError(f"{ckpt / 'model.pth'}: unreadable checkpoint ({type(e).__name__}: {first})") from None
         self.model.eval()
-        if self.hp["mask_rescore"]:
-            rescore.attach(self.model)
+        self.ranking = rescore.Ranking(self.model, rescoring=self.hp["mask_rescore"])  # as validation ranks
+        self.ranking.keep_best(max_dets)
         self.augmentations = T.AugmentationList(inference_augmentations(self.hp))
         self.tta = tta
         self._tta_models: dict[int, GeneralizedRCNNWithTTA] = {}

@@ -39,12 +39,12 @@ from detectron2.utils.logger import setup_logger
 from trainable import overlay, rescore
 from trainable.augment import NucleiTrainMapper, build_augmentations, inference_augmentations, with_images
 from trainable.checkpoints import TRAINER_STATE, strip_trainer_state
-from trainable.cli import OneLineParser
+from trainable.cli import OneLineParser, unknown_key
 from trainable.config import ConfigError, build_cfg, schedule, validate, with_defaults
 from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
-from trainable.evaluate import COURSE_MAX_DETS, MaskAPEvaluator, fetch_count
-from trainable.files import read_document
-from trainable.metrics import LOSS_KEYS, METRIC, PROGRESS, SCORE
+from trainable.evaluate import COURSE_MAX_DETS, MaskAPEvaluator
+from trainable.files import check_folder, read_document
+from trainable.metrics import LOSS_KEYS, METRIC, PROGRESS, SCORE, STEP, STEPS, progress_step
 
 logger = logging.getLogger("nucleitune")
 
@@ -73,15 +73,18 @@ class Settings:
     cudnn_benchmark: bool = True  # cuDNN times its kernels once per input shape (training crops have one shape)
     tf32: bool = True  # TF32 matmuls and convolutions on Ampere and newer GPUs
     deterministic: bool = False  # deterministic CUDA kernels where torch has them (slower; docs/reproducibility.md)
-    # Fractions of the schedule at which to report besides every eval_every epochs: a sweep sets ASHA's rungs here.
-    report_at: list[float] = field(default_factory=list)
+    # Progress steps (thousandths of the schedule, trainable.metrics.STEP) at which to report besides every
+    # eval_every epochs: a sweep sets ASHA's rungs here.
+    report_at: list[int] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict) -> Settings:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ConfigError(f"unknown setting(s): {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+            see = "see settings in spaces/README.md"
+            raise ConfigError(unknown_key("setting", unknown, cls.__dataclass_fields__, see))
         s = cls(**d)
+        Split.from_dict(s.split)  # a bad split is a DatasetError now, not in every trial
         if isinstance(s.amp, bool):  # YAML reads `amp: off` / `on` as a boolean
             s.amp = "auto" if s.amp else "off"
         if not (isinstance(s.eval_every, int) and s.eval_every >= 1):
@@ -92,8 +95,12 @@ class Settings:
             raise ConfigError(f"device must be auto, cpu or cuda, got {s.device!r}")
         if s.num_workers is not None and not (isinstance(s.num_workers, int) and s.num_workers >= 0):
             raise ConfigError(f"num_workers must be an integer >= 0, got {s.num_workers!r}")
-        if not (isinstance(s.report_at, list) and all(isinstance(f, float) and 0 < f < 1 for f in s.report_at)):
-            raise ConfigError(f"report_at must be a list of fractions in (0, 1), got {s.report_at!r}")
+        steps_ok = all(isinstance(f, int) and not isinstance(f, bool) and 0 < f < STEPS for f in s.report_at)
+        if not (isinstance(s.report_at, list) and steps_ok):  # fractions: a sweep of an older version
+            raise ConfigError(
+                f"report_at must be whole progress steps in (0, {STEPS}) (thousandths of the schedule), got "
+                f"{s.report_at!r}"
+            )
         if s.amp not in AMP_CHOICES:
             raise ConfigError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {s.amp!r}")
         for k in ("cudnn_benchmark", "tf32", "deterministic"):
@@ -101,10 +108,9 @@ class Settings:
                 raise ConfigError(f"{k} must be true or false, got {getattr(s, k)!r}")
         return s
 
-    def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+    def resolved_device(self, reserved_gpus: float | None = None) -> str:
+        """The trial's device (trial_device): `reserved_gpus` is what Ray reserved for it, None outside Ray."""
+        return trial_device(self.device, reserved_gpus, torch.cuda.is_available())
 
     def amp_dtype(self, device: str) -> torch.dtype | None:
         """The autocast dtype of training, or None for full precision."""
@@ -135,6 +141,23 @@ class Settings:
 AMP_CHOICES = ("auto", "off", "fp16", "bf16")
 
 
+def trial_device(requested: str, reserved_gpus: float | None, cuda_available: bool) -> str:
+    """The device a trial trains on: `requested` is settings.device, `reserved_gpus` the GPUs Ray reserved for the
+    trial (None outside Ray).
+
+    Ray does not hide the GPUs from a task that reserves none, so inside Ray the reservation decides: 0 GPUs is the
+    CPU whatever `auto` sees (else CPU trials would share cuda:0 uncounted, with AMP and cuDNN autotuning on while the
+    leaderboard charges CPU-hours), and `cuda` without a GPU reserved is refused. Outside Ray `auto` is CUDA where
+    torch sees it."""
+    if reserved_gpus is not None and reserved_gpus <= 0:
+        if requested == "cuda":
+            raise ConfigError("device: cuda, but the trial reserves no GPU: reserve one (--gpus-per-trial) or use auto")
+        return "cpu"
+    if requested == "auto":
+        return "cuda" if cuda_available else "cpu"
+    return requested
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Data of one trial
 
@@ -147,7 +170,8 @@ class TrialData:
 
 def prepare_data(settings: Settings) -> TrialData:
     """Load (cached) records, split them, crop validation tiles if asked, and register both with Detectron2."""
-    records, stats = load_train_records(settings.data, settings.cache_dir)
+    cpus = None if settings.num_workers is None else settings.num_workers + 1  # a sweep's trial: its CPUs
+    records, stats = load_train_records(settings.data, settings.cache_dir, workers=cpus)
     split = Split.from_dict(settings.split)
     train_ids, val_ids = split.apply([r["image_id"] for r in records])
     by_id = {r["image_id"]: r for r in records}
@@ -202,20 +226,20 @@ class NucleiTrainer(DefaultTrainer):
         workdir: Path,
         val_detections: int = COURSE_MAX_DETS,
         amp_dtype: torch.dtype | None = None,
-        report_at: list[float] | None = None,
+        report_at: list[int] | None = None,
     ):
         hp = with_defaults(hp)  # a checkpoint's hparams from before a hyperparameter existed: its default
         self.hp, self.data, self.report, self.eval_every, self.workdir = hp, data, report, eval_every, workdir
         self.val_detections = val_detections
-        self.report_at = list(report_at or [])  # fractions of the schedule to report at besides eval_every (rungs)
+        self.report_at = list(report_at or [])  # progress steps to report at besides eval_every (ASHA's rungs)
         self.best_score: float | None = None  # the trial score so far (trainable.metrics.SCORE)
         super().__init__(cfg)  # AMPTrainer when cfg.SOLVER.AMP.ENABLED (build_cfg sets it from amp_dtype)
         if isinstance(self._trainer, AMPTrainer):
             self._trainer.precision = amp_dtype
             if amp_dtype == torch.bfloat16:  # bf16 has fp32's range: no loss scaling
                 self._trainer.grad_scaler = torch.amp.GradScaler("cuda", enabled=False)
-        if hp["mask_rescore"]:  # validation ranks detections as export will (trainable.predict)
-            rescore.attach(self.model)
+        # Validation ranks and keeps detections as export will (trainable.predict): one rule, rescore.Ranking.
+        self.ranking = rescore.Ranking(self.model, rescoring=hp["mask_rescore"])
 
     def build_train_loader(self, cfg):
         return train_loader(cfg, self.hp, self.data.train)
@@ -232,7 +256,12 @@ class NucleiTrainer(DefaultTrainer):
     def report_now(self, done: int, window: int, iters_per_epoch: int) -> None:
         """Training metrics of the last `window` iterations, validation, the trial score, a checkpoint, a report."""
         storage = self.storage
-        metrics: dict = {"epoch": math.ceil(done / iters_per_epoch), "iteration": done, PROGRESS: done / self.max_iter}
+        metrics: dict = {
+            "epoch": math.ceil(done / iters_per_epoch),
+            "iteration": done,
+            PROGRESS: done / self.max_iter,
+            STEP: progress_step(done, self.max_iter),
+        }
         for key in (*LOSS_KEYS, "lr"):
             if key in storage.histories():
                 h = storage.history(key)
@@ -276,13 +305,12 @@ class NucleiTrainer(DefaultTrainer):
         evaluator = MaskAPEvaluator(
             self.data.val, uncapped=self.val_detections > COURSE_MAX_DETS, max_dets=self.val_detections
         )
-        # The best k of the model's score-sorted detections are the best k of a longer list: val_map50 is unchanged.
-        predictor = self.model.roi_heads.box_predictor
-        saved, predictor.test_topk_per_image = predictor.test_topk_per_image, fetch_count(self.val_detections)
+        # The best k of the model's ranked detections are the best k of a longer list: val_map50 is unchanged.
+        self.ranking.keep_best(self.val_detections)
         try:
             metrics = inference_on_dataset(self.model, loader, evaluator)
         finally:
-            predictor.test_topk_per_image = saved
+            self.ranking.keep_best(None)
         self.last_predictions = evaluator.results
         return metrics
 
@@ -309,15 +337,15 @@ class NucleiTrainer(DefaultTrainer):
         return ckpt_dir
 
 
-def report_iterations(max_iter: int, iters_per_epoch: int, eval_every: int, fractions: list[float]) -> set[int]:
+def report_iterations(max_iter: int, iters_per_epoch: int, eval_every: int, steps: list[int]) -> set[int]:
     """The iterations after which a trial reports: the end of every `eval_every`-th epoch, the end of the first epoch
-    at or past each fraction of the schedule (ASHA's rungs, so that every trial is compared at the same point of its
-    own schedule), and the last iteration."""
+    at or past each progress step (ASHA's rungs, so that every trial is compared at the same point of its own
+    schedule), and the last iteration."""
     epochs = max_iter // iters_per_epoch
     done = {e * iters_per_epoch for e in range(eval_every, epochs + 1, eval_every)}
-    for f in fractions:
-        # The same float expression as the reported progress (done / max_iter), so that progress >= f holds exactly.
-        e = next((e for e in range(1, epochs + 1) if e * iters_per_epoch / max_iter >= f), None)
+    for f in steps:
+        # The same expression as the reported step, so that the report's step >= f holds exactly.
+        e = next((e for e in range(1, epochs + 1) if progress_step(e * iters_per_epoch, max_iter) >= f), None)
         if e is not None:
             done.add(e * iters_per_epoch)
     return done | {max_iter}
@@ -326,11 +354,11 @@ def report_iterations(max_iter: int, iters_per_epoch: int, eval_every: int, frac
 class EpochReportHook(HookBase):
     """Decides when a trial reports (report_iterations); NucleiTrainer.report_now says what."""
 
-    def __init__(self, iters_per_epoch: int, eval_every: int, fractions: list[float]):
-        self.ipe, self.eval_every, self.fractions = iters_per_epoch, eval_every, fractions
+    def __init__(self, iters_per_epoch: int, eval_every: int, steps: list[int]):
+        self.ipe, self.eval_every, self.steps = iters_per_epoch, eval_every, steps
 
     def before_train(self) -> None:
-        self.at = report_iterations(self.trainer.max_iter, self.ipe, self.eval_every, self.fractions)
+        self.at = report_iterations(self.trainer.max_iter, self.ipe, self.eval_every, self.steps)
         self.last_reported = self.trainer.start_iter
 
     def after_step(self) -> None:
@@ -355,6 +383,34 @@ class InjectedFault(HookBase):
     def after_step(self) -> None:
         if self.trainer.iter + 1 == self.iteration:
             raise RuntimeError(f"injected fault at iteration {self.iteration} ({FAULT_ENV})")
+
+
+SLEEP_ENV = "NUCLEITUNE_SLEEP_AT_ITER"
+
+
+class InjectedSleep(HookBase):
+    """Time drill: once iteration N of a trial is done (its report at N, checkpoint included, already made), sleep S
+    seconds, so that a time budget shorter than S ends with the trial unfinished however fast the machine trains.
+    A trial resumed from a checkpoint at or after iteration N does not sleep again.
+
+    Enabled by the environment variable NUCLEITUNE_SLEEP_AT_ITER=N:S (tests; never set by default).
+    """
+
+    def __init__(self, iteration: int, seconds: float):
+        self.iteration, self.seconds = iteration, seconds
+
+    @classmethod
+    def from_env(cls) -> InjectedSleep | None:
+        value = os.environ.get(SLEEP_ENV)
+        if not value:
+            return None
+        iteration, _, seconds = value.partition(":")
+        return cls(int(iteration), float(seconds))
+
+    def after_step(self) -> None:
+        if self.trainer.iter + 1 == self.iteration:
+            logger.info("sleeping %g s after iteration %d (%s)", self.seconds, self.iteration, SLEEP_ENV)
+            time.sleep(self.seconds)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -382,16 +438,22 @@ def _setup_logging(log_file: str | None = None) -> None:
 
 
 def run_trial(
-    hparams: dict, settings: Settings, report: ReportFn, workdir: str | Path, resume_from: str | Path | None = None
+    hparams: dict,
+    settings: Settings,
+    report: ReportFn,
+    workdir: str | Path,
+    resume_from: str | Path | None = None,
+    reserved_gpus: float | None = None,
 ) -> dict:
     """Train one Mask R-CNN; `report(metrics, checkpoint_dir)` is called after every evaluation.
 
+    `reserved_gpus`: the GPUs Ray reserved for the trial, which decide its device (trial_device); None outside Ray.
     Returns a summary dict. A NaN/Inf loss does not raise: it is reported as `failure_reason` (with a score of 0, so
     that searchers learn the configuration is bad) and ends the trial.
     """
     _setup_logging()
     hp = validate(hparams)
-    device = settings.resolved_device()
+    device = settings.resolved_device(reserved_gpus)
     amp_dtype = settings.amp_dtype(device)
     settings.configure_torch(device)
     workdir = Path(workdir)
@@ -421,14 +483,35 @@ def run_trial(
     )
     if resume_from:
         path, state = Path(resume_from) / "model.pth", Path(resume_from) / TRAINER_STATE
+        saved = Path(resume_from, "state.json")
         if not path.is_file():
             raise ConfigError(f"checkpoint not found: {path}")
-        if not state.is_file():
-            raise ConfigError(f"{resume_from}: no {TRAINER_STATE}: only a trial's latest checkpoint can resume")
+        if not (state.is_file() or saved.is_file()):
+            raise ConfigError(f"{resume_from}: neither {TRAINER_STATE} nor state.json: no iteration to resume at")
         trainer.checkpointer.load(str(path))
-        trainer.load_state_dict(torch.load(state, map_location="cpu", weights_only=True)["trainer"])
+        if state.is_file():
+            trainer.load_state_dict(torch.load(state, map_location="cpu", weights_only=True)["trainer"])
+        else:
+            # Weights without optimizer state (stripped, see trainable.checkpoints): rather than fail on every retry,
+            # go on from the checkpoint's iteration with a fresh optimizer (SGD momentum restarts from zero) and the
+            # LR schedule where it was. At a report after iteration `done` the trainer's iter was done - 1 and its
+            # scheduler had stepped `done` times (hooks.LRScheduler steps after each iteration, before the report).
+            import warnings
+
+            done = int(json.loads(saved.read_text())["iteration"])
+            logger.warning(
+                "%s: no %s (optimizer and LR scheduler state): resuming its weights at iteration %d with a fresh "
+                "optimizer (momentum restarts), the LR schedule positioned there",
+                resume_from,
+                TRAINER_STATE,
+                done,
+            )
+            trainer.iter = done - 1
+            trainer.scheduler.last_epoch = done - 1
+            with warnings.catch_warnings():  # torch's "lr_scheduler.step() before optimizer.step()": intended here
+                warnings.simplefilter("ignore", UserWarning)
+                trainer.scheduler.step()  # last_epoch = done, and the optimizer's LR set from the schedule there
         trainer.start_iter = trainer.iter + 1
-        saved = Path(resume_from, "state.json")
         if saved.is_file():  # the trial score goes on from the best of the reports before
             trainer.best_score = json.loads(saved.read_text())["metrics"].get(SCORE)
         logger.info("resumed from %s at iteration %d", path, trainer.start_iter)
@@ -440,6 +523,8 @@ def run_trial(
     fail_at = os.environ.get(FAULT_ENV)
     if fail_at and trainer.start_iter == 0:
         trainer.register_hooks([InjectedFault(int(fail_at))])
+    if sleep := InjectedSleep.from_env():
+        trainer.register_hooks([sleep])  # after the report hook: the report at N comes first
     start = time.perf_counter()
     summary = {"start_iter": trainer.start_iter, "max_iter": trainer.max_iter, "failure_reason": None}
     try:
@@ -454,6 +539,7 @@ def run_trial(
                 "epoch": trainer.iter // ipe + 1,
                 "iteration": trainer.iter,
                 PROGRESS: trainer.iter / trainer.max_iter,
+                STEP: progress_step(trainer.iter, trainer.max_iter),
                 METRIC: 0.0,
                 SCORE: 0.0,  # an unstable configuration scores nothing (search.outcome)
                 "diverged": 1,
@@ -471,7 +557,10 @@ def tune_trial(config: dict, settings: dict) -> None:
     import ray
     from ray import tune
 
-    node_id = ray.get_runtime_context().get_node_id()  # which node ran each epoch (node_ip is the same on loopback)
+    context = ray.get_runtime_context()
+    node_id = context.get_node_id()  # which node ran each epoch (node_ip is the same on loopback)
+    # What Ray reserved for this trial decides its device: Ray does not hide GPUs from a trial that reserves none.
+    reserved_gpus = float(context.get_assigned_resources().get("GPU", 0.0))
 
     def report(metrics: dict, ckpt_dir: str | None) -> None:
         metrics = {**metrics, "node_id": node_id}
@@ -490,7 +579,14 @@ def tune_trial(config: dict, settings: dict) -> None:
         checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt_dir,
         tempfile.TemporaryDirectory(prefix="nucleitune-trial-") as workdir,
     ):
-        run_trial(config, Settings.from_dict(settings), report, workdir=workdir, resume_from=ckpt_dir)
+        run_trial(
+            config,
+            Settings.from_dict(settings),
+            report,
+            workdir=workdir,
+            resume_from=ckpt_dir,
+            reserved_gpus=reserved_gpus,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -506,7 +602,11 @@ class LocalReporter:
         self.ckpts.mkdir(parents=True, exist_ok=True)
         self.best: tuple[float, Path] | None = None
         for d in sorted(self.ckpts.glob("epoch_*")):  # a resumed run keeps knowing its best checkpoint
-            value = json.loads((d / "state.json").read_text())["metrics"][metric]
+            try:
+                value = float(json.loads((d / "state.json").read_text())["metrics"][metric])
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                why = "no state.json" if isinstance(e, FileNotFoundError) else "not the JSON a trial writes"
+                raise ConfigError(f"{d / 'state.json'}: unreadable ({why})") from None
             if self.best is None or value > self.best[0]:
                 self.best = (value, d)
 
@@ -552,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     try:
+        check_folder(out, ConfigError, "--out")
         hparams, sdict = load_trial_file(args.config)
         if args.data:
             sdict["data"] = args.data
@@ -560,8 +661,15 @@ def main(argv: list[str] | None = None) -> int:
         if "data" not in sdict:
             raise ConfigError(f"{args.config}: no dataset: give --data or settings.data")
         sdict["data"] = str(Path(sdict["data"]).resolve())
-        settings = Settings.from_dict(sdict)
-        validate(hparams)  # a bad value is one line before OUT is made
+        check_folder(sdict["data"], ConfigError, "--data" if args.data else f"settings.data of {args.config}")
+        try:
+            settings = Settings.from_dict(sdict)
+            validate(hparams)  # a bad value is one line before OUT is made
+        except (ConfigError, DatasetError) as e:
+            raise ConfigError(f"{args.config}: {e}") from None
+        records, _ = load_train_records(settings.data, settings.cache_dir)  # and a bad dataset (then cached)
+        Split.from_dict(settings.split).apply([r["image_id"] for r in records])
+        del records
         reporter = LocalReporter(out)
         resume = reporter.latest() if args.resume else None
         if args.resume and resume is None:
