@@ -96,7 +96,7 @@ def test_sweep_asha_stops_a_bad_trial_and_optuna_learns(dup_data, cache_dir, pre
     # Their scores at the rungs they reached, as progress steps (thousandths of the schedule) before its end.
     assert all(t.intermediate_values and max(t.intermediate_values) < STEPS for t in pruned)
     bad = [t for t in trials if t.params["score_thresh_test"] == 0.9999]
-    assert all(t.state == TrialState.PRUNED and t.intermediate_values == {300: 0.0} for t in bad)  # epoch 1 of 3: rung 300
+    assert all(t.state == TrialState.PRUNED and t.intermediate_values == {300: 0.0} for t in bad)  # rung 300
 
 
 def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
