@@ -15,7 +15,7 @@ from search import outcome
 from search.leaderboard import trial_reports
 from search.space import Space, load_space
 from search.sweeps import BOARD, SETTINGS_FILE, SPACE_COPY, UsageError, read_json, read_settings, unreadable
-from search.tuning import ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
+from search.tuning import Resumed, ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
 from trainable.config import ConfigError, validate
 from trainable.data import DatasetError
 from trainable.files import check_folder
@@ -118,8 +118,6 @@ def build_tuner(folder: Path, jobs: list[dict], space: Space, settings: Settings
     # The best report's checkpoint (val_map50) and the latest; without validation data, the latest only.
     runs = run_config(folder, space, reporter, callbacks, score=METRIC if validated else None)
     if tune.Tuner.can_restore(str(folder)):  # as search.run: with this launch's callbacks
-        from search.run import Resumed
-
         return Resumed(trainable, param_space, tune_config, runs, errored=True)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=runs)
 

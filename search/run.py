@@ -19,7 +19,7 @@ from pathlib import Path
 from search import leaderboard, outcome, preflight
 from search.space import Space, SpaceError, check_choices, describe, load_space
 from search.sweeps import SETTINGS_FILE, SPACE_COPY, UsageError, check_name, read_settings, sweep_folder
-from search.tuning import ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
+from search.tuning import Resumed, ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, Split, load_train_records
@@ -188,45 +188,6 @@ def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, ca
     if resume:  # this launch's callbacks, not the first launch's (MLflow may have been off or unreachable then)
         return Resumed(trainable, param_space, tune_config, runs, errored=False)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=runs)
-
-
-class Resumed:
-    """The experiment that `tune.Tuner(trainable, param_space, tune_config, run_config)` started in run_config's
-    folder, continued by `fit` with Ray's public `tune.run(resume=...)`: unfinished trials go on from their latest
-    checkpoints (errored ones too if `errored`), the searcher from its saved state, with this launch's RunConfig.
-    (`tune.Tuner.restore` brings back the first launch's RunConfig, callbacks included, and has no public way to
-    replace them.) search.reruns continues its experiments alike."""
-
-    def __init__(self, trainable, param_space: dict | None, tune_config, run_config, errored: bool):
-        self.trainable, self.param_space, self.errored = trainable, param_space, errored
-        self.tune_config, self.run_config = tune_config, run_config
-
-    def fit(self):
-        from ray import tune
-
-        tc, rc = self.tune_config, self.run_config
-        return tune.run(
-            self.trainable,
-            resume="AUTO+ERRORED" if self.errored else "AUTO",
-            config=self.param_space,
-            num_samples=tc.num_samples,
-            metric=tc.metric,
-            mode=tc.mode,
-            search_alg=tc.search_alg,
-            scheduler=tc.scheduler,
-            max_concurrent_trials=tc.max_concurrent_trials,
-            trial_name_creator=tc.trial_name_creator,
-            trial_dirname_creator=tc.trial_dirname_creator,
-            name=rc.name,
-            storage_path=rc.storage_path,
-            checkpoint_config=rc.checkpoint_config,
-            max_failures=rc.failure_config.max_failures,
-            sync_config=rc.sync_config,
-            progress_reporter=rc.progress_reporter,
-            callbacks=rc.callbacks,
-            verbose=rc.verbose,
-            raise_on_failed_trial=False,  # as Tuner.fit: failed trials are in the results, not an exception
-        )
 
 
 def interrupt_after(seconds: float) -> threading.Timer:

@@ -66,3 +66,42 @@ def run_config(folder: Path, space, reporter, callbacks: list, score: str | None
         callbacks=callbacks,
         verbose=1,
     )
+
+
+class Resumed:
+    """The experiment that `tune.Tuner(trainable, param_space, tune_config, run_config)` started in run_config's
+    folder, continued by `fit` with Ray's public `tune.run(resume=...)`: unfinished trials go on from their latest
+    checkpoints (errored ones too if `errored`), the searcher from its saved state, with this launch's RunConfig.
+    (`tune.Tuner.restore` brings back the first launch's RunConfig, callbacks included, and has no public way to
+    replace them.) search.run and search.reruns continue their experiments with it."""
+
+    def __init__(self, trainable, param_space: dict | None, tune_config, run_config, errored: bool):
+        self.trainable, self.param_space, self.errored = trainable, param_space, errored
+        self.tune_config, self.run_config = tune_config, run_config
+
+    def fit(self):
+        from ray import tune
+
+        tc, rc = self.tune_config, self.run_config
+        return tune.run(
+            self.trainable,
+            resume="AUTO+ERRORED" if self.errored else "AUTO",
+            config=self.param_space,
+            num_samples=tc.num_samples,
+            metric=tc.metric,
+            mode=tc.mode,
+            search_alg=tc.search_alg,
+            scheduler=tc.scheduler,
+            max_concurrent_trials=tc.max_concurrent_trials,
+            trial_name_creator=tc.trial_name_creator,
+            trial_dirname_creator=tc.trial_dirname_creator,
+            name=rc.name,
+            storage_path=rc.storage_path,
+            checkpoint_config=rc.checkpoint_config,
+            max_failures=rc.failure_config.max_failures,
+            sync_config=rc.sync_config,
+            progress_reporter=rc.progress_reporter,
+            callbacks=rc.callbacks,
+            verbose=rc.verbose,
+            raise_on_failed_trial=False,  # as Tuner.fit: failed trials are in the results, not an exception
+        )
