@@ -28,9 +28,8 @@ from search.sweeps import BOARD, SPACE_COPY, UsageError, read_settings, sweep_fo
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
-from trainable.evaluate import COURSE_MAX_DETS
-from trainable.files import atomic_write as _atomic_write
-from trainable.files import check_folder, read_document
+from trainable.files import atomic_write, check_folder, read_document
+from trainable.metrics import COURSE_MAX_DETS
 
 
 class ExportError(ValueError):
@@ -115,16 +114,16 @@ def export(
         results += dets
         shown = [d["segmentation"] for d in overlay.confident(dets)] if dets else []
         png = overlays / f"{Path(entry['file_name']).stem}.png"
-        _atomic_write(png, lambda p, e=entry, s=shown: overlay.save(e["file_name"], s, p))
+        atomic_write(png, lambda p, e=entry, s=shown: overlay.save(e["file_name"], s, p))
         print(
             f"[{i}/{len(index)}] {Path(entry['file_name']).name}: {len(dets)} detections "
             f"({time.perf_counter() - t0:.1f} s)",
             flush=True,
         )
     validate_submission(results, index)
-    _atomic_write(out, lambda p: p.write_text(json.dumps(results)))
+    atomic_write(out, lambda p: p.write_text(json.dumps(results)))
     zip_path = out.with_suffix(".zip")
-    _atomic_write(zip_path, lambda p: _zip(out, p))
+    atomic_write(zip_path, lambda p: _zip(out, p))
     wall = time.perf_counter() - start
     return {
         "submission": str(out),

@@ -20,7 +20,7 @@ from trainable.config import ConfigError, validate
 from trainable.data import DatasetError
 from trainable.files import check_folder
 from trainable.metrics import METRIC, SCORE
-from trainable.train import Settings
+from trainable.settings import Settings
 
 JOBS_FILE = "jobs.json"  # the rerun's jobs, written when it starts: running the command again checks them
 JOB_KEYS = ("role", "trial", "trial_id", "config", "split", "fold", "folds")  # of each job (see `job`)

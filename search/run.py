@@ -25,7 +25,7 @@ from trainable.config import ConfigError
 from trainable.data import DatasetError, Split, load_train_records
 from trainable.files import check_folder
 from trainable.metrics import METRIC, SCORE
-from trainable.train import Settings
+from trainable.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,8 @@ import torch
 
 from tests.conftest import ROOT, SMALL_IDS
 from trainable.config import ConfigError
-from trainable.train import Settings, run_trial
+from trainable.settings import Settings
+from trainable.train import run_trial
 
 TINY = {
     "backbone": "R18-FPN",
@@ -244,7 +245,7 @@ def test_amp_on_cpu_is_off_by_default_and_refused_when_asked(small_data, cache_d
 
 def test_a_trial_reserving_no_gpu_runs_on_the_cpu_with_amp_off_where_cuda_is_visible(monkeypatch, tmp_path):
     """Ray does not hide GPUs from a trial that reserves none: the reservation, not torch, decides the device."""
-    from trainable.train import trial_device
+    from trainable.settings import trial_device
 
     for reserved in (0, 0.0):
         assert trial_device("auto", reserved, cuda_available=True) == "cpu"

@@ -17,9 +17,9 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances
 
+from trainable.box_masks import BoxMasks
 from trainable.colour import RandomChroma, RandomStain
 from trainable.geometry import RandomRot90, RandomScaledCrop, Rescale
-from trainable.masks import BoxMasks
 
 
 def build_augmentations(hp: dict, image_format: str = "BGR") -> list[T.Augmentation]:

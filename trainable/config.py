@@ -11,11 +11,12 @@ import logging
 import math
 import numbers
 from pathlib import Path
-
-from detectron2 import model_zoo
-from detectron2.config import CfgNode, get_cfg
+from typing import TYPE_CHECKING
 
 from trainable.cli import unknown_key
+
+if TYPE_CHECKING:  # Detectron2 (and torch) load only where a config is built: the drivers check without them
+    from detectron2.config import CfgNode
 
 # Every hyperparameter a trial understands, with its default. Search spaces and trial files may set any of them.
 DEFAULTS: dict = {
@@ -193,6 +194,8 @@ def _check(hp: dict) -> None:
 def merge_safely(cfg: CfgNode, path: str | Path) -> None:
     """cfg.merge_from_file without its fallback to yaml.unsafe_load, which runs a file's Python tags: a tag is a
     yaml.YAMLError here."""
+    from detectron2.config import CfgNode
+
     cfg.merge_from_other_cfg(CfgNode(CfgNode.load_yaml_with_base(str(path), allow_unsafe=False)))
 
 
@@ -208,6 +211,8 @@ def resolve_weights(weights: str, backbone: str) -> str:
     if weights == "coco":
         if backbone == "R18-FPN":
             raise ConfigError("no COCO Mask R-CNN checkpoint for R18-FPN: use weights: scratch or a file")
+        from detectron2 import model_zoo
+
         return model_zoo.get_checkpoint_url(BACKBONES[backbone])
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -227,6 +232,8 @@ def _norm(hp: dict) -> str:
         return "GN"
     beside = Path(str(hp["weights"])).expanduser().parent / "config.yaml"
     if hp["weights"] not in ("imagenet", "coco") and beside.is_file():
+        from detectron2.config import CfgNode
+
         saved = CfgNode.load_yaml_with_base(str(beside), allow_unsafe=False)
         return saved.get("MODEL", {}).get("RESNETS", {}).get("NORM", "FrozenBN")
     return "FrozenBN"
@@ -276,6 +283,9 @@ def build_cfg(
     amp: bool = False,
 ) -> CfgNode:
     """The Detectron2 config of one trial (`num_workers` loader processes; `amp`: Detectron2's AMPTrainer)."""
+    from detectron2 import model_zoo
+    from detectron2.config import get_cfg
+
     hp = validate(hp)
     backbone = hp["backbone"]
     cfg = get_cfg()

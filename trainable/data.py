@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
-from detectron2.structures import BoxMode
 from PIL import Image
 from tqdm import tqdm
 
@@ -49,7 +48,9 @@ from trainable.masks import PackedMasks
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: instance masks inside their boxes (.npz) beside each record
-MAX_PROCESSES = 8  # conversion processes by default (each imports torch; more gain little on one disk)
+MAX_PROCESSES = 8  # conversion processes by default (more gain little on one disk)
+# Detectron2's BoxMode.XYWH_ABS (an IntEnum, stable across versions): records are plain JSON, read without torch.
+XYWH_ABS = 1
 CATEGORY_NAME = "nucleus"
 
 
@@ -148,7 +149,7 @@ def convert_image(image_dir: Path) -> tuple[dict, PackedMasks]:
         annotations.append(
             {
                 "bbox": [x, y, w, h],
-                "bbox_mode": int(BoxMode.XYWH_ABS),
+                "bbox_mode": XYWH_ABS,
                 "category_id": 0,
                 "segmentation": rle,
                 "area": float(mask_util.area(rle)),

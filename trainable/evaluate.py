@@ -15,7 +15,8 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-COURSE_MAX_DETS = 100
+from trainable.metrics import COURSE_MAX_DETS
+
 UNCAPPED_MAX_DETS = 100_000
 
 

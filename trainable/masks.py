@@ -5,25 +5,23 @@ training crop with 146 nuclei is 36 MB of full-crop masks). Here each instance i
 
 - `PackedMasks` (NumPy): every instance of one image, as boxes + the concatenated patch pixels. Made once from the mask
   PNGs, saved beside the annotation cache (`.npz`), and moved through Detectron2's transforms patch by patch.
-- `BoxMasks` (torch): what the training mapper gives the model as `gt_masks`. It has the part of the `BitMasks`
-  interface that Mask R-CNN training uses (`__len__`, `__getitem__`, `to`, `crop_and_resize`); `crop_and_resize`
-  pastes the selected patches on the device and calls `BitMasks.crop_and_resize`, so the targets are bit-identical.
+- `trainable.box_masks.BoxMasks` (torch): what the training mapper gives the model as `gt_masks`.
+
+NumPy only at import: the drivers read the cache without torch; Detectron2's transforms load where masks move.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from detectron2.data import transforms as T
-from detectron2.structures import BitMasks
 
-from trainable.geometry import ResizeTransform, Rot90Transform, nearest_index
+if TYPE_CHECKING:
+    from detectron2.data import transforms as T
 
-# Transforms that move no pixel of a mask (their apply_segmentation is the identity).
-_PHOTOMETRIC = (T.NoOpTransform, T.BlendTransform, T.ColorTransform)
+    from trainable.geometry import ResizeTransform
 
 
 @dataclass(eq=False)
@@ -80,14 +78,19 @@ class PackedMasks:
         flips as views, no copy); photometric transforms leave them; any other transform is
         applied to a full-size mask per instance (correct, slower). Patches are tight and never empty, in order.
         """
+        from detectron2.data import transforms as T
+
+        from trainable.geometry import ResizeTransform, Rot90Transform
+
+        photometric = (T.NoOpTransform, T.BlendTransform, T.ColorTransform)  # they move no pixel of a mask
         keep = np.arange(len(self))
-        geometric = [t for t in transforms.transforms if not isinstance(t, _PHOTOMETRIC)]
+        geometric = [t for t in transforms.transforms if not isinstance(t, photometric)]
         if geometric and isinstance(geometric[0], T.CropTransform):  # the usual first step: skip what it cuts away
             c, b = geometric[0], self.boxes
             keep = np.flatnonzero((b[:, 0] < c.x0 + c.w) & (b[:, 2] > c.x0) & (b[:, 1] < c.y0 + c.h) & (b[:, 3] > c.y0))
         items = [(int(self.boxes[i, 0]), int(self.boxes[i, 1]), self.patch(i)) for i in keep]
         for t in transforms.transforms:
-            if isinstance(t, _PHOTOMETRIC):
+            if isinstance(t, photometric):
                 continue
             if isinstance(t, T.CropTransform):
                 items = _crop(items, t.x0, t.y0, t.w, t.h)
@@ -122,6 +125,8 @@ def _crop(items: list, cx: int, cy: int, cw: int, ch: int) -> list:
 def _resize(items: list, t: ResizeTransform) -> list:
     """The output pixels whose nearest input pixel lies in a patch, as ResizeTransform.apply_segmentation picks
     them (`nearest_index` is non-decreasing, so each patch's rows and columns are one run)."""
+    from trainable.geometry import nearest_index
+
     rows, cols = nearest_index(t.new_h, t.h), nearest_index(t.new_w, t.w)
     out = []
     for x0, y0, p in items:
@@ -150,52 +155,3 @@ def _through_full_masks(items: list, t, height: int, width: int) -> tuple[list, 
     if size is None:  # no instance: the output size from the transform itself
         size = t.apply_image(np.zeros((height, width), np.uint8)).shape[:2]
     return out, size
-
-
-class BoxMasks:
-    """`gt_masks` for Mask R-CNN training: N patches (zero-padded to one tensor) and their top-left corners.
-
-    ~100x smaller than `BitMasks` of the same instances, so samples travel cheaply from loader workers to the
-    model; full masks exist only inside `crop_and_resize`, on the model's device, for the sampled proposals.
-    """
-
-    def __init__(self, patches: torch.Tensor, origins: torch.Tensor, image_size: tuple[int, int]):
-        self.patches = patches  # (N, Hp, Wp) bool
-        self.origins = origins  # (N, 2) int64: x0, y0 of each patch in the image
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-
-    @classmethod
-    def from_items(cls, items: list[tuple[int, int, np.ndarray]], image_size: tuple[int, int]) -> BoxMasks:
-        hp = max((p.shape[0] for _, _, p in items), default=0)
-        wp = max((p.shape[1] for _, _, p in items), default=0)
-        patches = np.zeros((len(items), hp, wp), bool)
-        for i, (_, _, p) in enumerate(items):
-            patches[i, : p.shape[0], : p.shape[1]] = p
-        origins = np.array([(x0, y0) for x0, y0, _ in items], dtype=np.int64).reshape(-1, 2)
-        return cls(torch.from_numpy(patches), torch.from_numpy(origins), image_size)
-
-    def __len__(self) -> int:
-        return self.patches.shape[0]
-
-    def __getitem__(self, item) -> BoxMasks:
-        if isinstance(item, int):
-            item = slice(item, item + 1)
-        return BoxMasks(self.patches[item], self.origins[item], self.image_size)
-
-    def to(self, *args, **kwargs) -> BoxMasks:
-        return BoxMasks(self.patches.to(*args, **kwargs), self.origins.to(*args, **kwargs), self.image_size)
-
-    @property
-    def device(self) -> torch.device:
-        return self.patches.device
-
-    def to_bitmasks(self) -> BitMasks:
-        """The same instances as full-image BitMasks (on this device)."""
-        full = torch.zeros((len(self), *self.image_size), dtype=torch.bool, device=self.device)
-        n, r, c = self.patches.nonzero(as_tuple=True)
-        full[n, self.origins[n, 1] + r, self.origins[n, 0] + c] = True
-        return BitMasks(full)
-
-    def crop_and_resize(self, boxes: torch.Tensor, mask_size: int) -> torch.Tensor:
-        """Mask R-CNN's training targets, exactly as `BitMasks.crop_and_resize` computes them."""
-        return self.to_bitmasks().crop_and_resize(boxes, mask_size)

@@ -2,6 +2,7 @@
 
 LOSS_KEYS = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc")
 METRIC = "val_map50"  # mask AP@0.5 at the course scorer's 100 detections, this report's model
+COURSE_MAX_DETS = 100  # the course scorer's cap: detections per image that count
 # The trial's score: the best val_map50 of its reports so far, 0 once its loss has diverged. Searcher, scheduler,
 # leaderboard, MLflow and `export --best` rank trials by it (spaces/README.md, "Trial score").
 SCORE = "val_map50_best"
