@@ -45,7 +45,7 @@ def space(tmp: Path, data: Path) -> Path:
         },
         "params": {"brightness": {"uniform": [0.0, 0.1]}},
     }
-    path = tmp / "space.yaml"
+    path = tmp / "space-bench.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -56,7 +56,9 @@ def sweep(code: Path, space_file: Path, results: Path, cache: Path) -> Path:
     cmd += ["--mlflow-uri", "off"]
     p = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    return next((results / "s").glob("trial_*"))
+    from search.sweep import Sweep
+
+    return Sweep(results / "s").trial_dirs()[0]
 
 
 def mb(path: Path) -> float:
@@ -65,7 +67,7 @@ def mb(path: Path) -> float:
 
 
 def main() -> None:
-    from search.leaderboard import trial_reports
+    from search.sweep import reports
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--before", default="9dc669d", help="git revision of the 'before' side (default: %(default)s)")
@@ -89,7 +91,7 @@ def main() -> None:
                     f"{c.name}: " + ", ".join(f"{f.name} {mb(f):.0f} MB" for f in sorted(c.glob("*.pth")))
                     for c in ckpts
                 )
-                scores = [round(r["val_map50"], 4) for r in trial_reports(trial)]
+                scores = [round(r["val_map50"], 4) for r in reports(trial)]
                 rows.append((side, scores, len(ckpts), sum(mb(c) for c in ckpts), mb(trial), files))
                 full.append(mb(ckpts[-1]))  # the latest: everything resuming needs
                 weights = mb(ckpts[-1] / "model.pth")  # what a best checkpoint keeps now (before: model.pth held all)

@@ -10,7 +10,6 @@ device-hours (CPU-hours here: each trial's own time x its CPUs), and its ratio t
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from search.sweeps import CONFIRMED  # noqa: E402
+from search.sweep import Experiment, Sweep  # noqa: E402
 
 
 def _run(*args: str) -> float:
@@ -34,13 +33,13 @@ def _run(*args: str) -> float:
     return time.perf_counter() - start
 
 
-def _trial_seconds(folder: Path) -> tuple[int, float]:
-    """(trials, sum of their own time) of the Ray experiment in `folder`."""
+def _trial_seconds(experiment: Experiment) -> tuple[int, float]:
+    """(trials, sum of their own time) of a Ray experiment: the sweep, its confirmation or its refit."""
     total, n = 0.0, 0
-    for result in folder.glob("trial_*/result.json"):
-        lines = result.read_text().splitlines()
-        if lines:
-            total += json.loads(lines[-1])["time_total_s"]
+    for trial_dir in experiment.trial_dirs():
+        reports = experiment.reports(experiment.trial_id(trial_dir))
+        if reports:
+            total += reports[-1]["time_total_s"]
             n += 1
     return n, total
 
@@ -58,10 +57,10 @@ def main() -> None:
         "confirmation": _run("search.confirm", *common),
         "refit + export": _run("search.export", "--best", "--refit", *common),
     }
-    folder = results / "s"
-    cpus = json.loads((folder / "sweep.json").read_text())["overrides"]["resources"]["cpu"]
+    sweep = Sweep(results / "s")
+    cpus = sweep.saved()["overrides"]["resources"]["cpu"]
     rows = []
-    for stage, sub in (("sweep", folder), ("confirmation", folder / "confirm"), ("refit + export", folder / "refit")):
+    for stage, sub in (("sweep", sweep), ("confirmation", sweep.confirmation), ("refit + export", sweep.refit)):
         n, seconds = _trial_seconds(sub)
         rows.append({"stage": stage, "trials": n, "wall_s": walls[stage], "cpu_hours": seconds * cpus / 3600})
     table = pd.DataFrame(rows)
@@ -69,7 +68,7 @@ def main() -> None:
     table["cpu_hours_x_sweep"] = table["cpu_hours"] / table.loc[0, "cpu_hours"]
     print()
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    confirm = pd.read_csv(folder / CONFIRMED)
+    confirm = sweep.confirmed()
     print()
     print(confirm.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 

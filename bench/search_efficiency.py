@@ -24,6 +24,11 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from search.sweep import Sweep  # noqa: E402
+from trainable.metrics import SCORE  # noqa: E402
+
 ARMS = {"asha+tpe": ("optuna", "asha"), "fifo+random": ("random", "fifo")}
 
 
@@ -49,11 +54,11 @@ def run_arm(folder: Path, arm: str, seed: int, trials: int, grace: float = 0.25)
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     assert p.returncode == 0, p.stderr[-2000:]
-    board = pd.read_csv(folder / name / "leaderboard.csv")
+    board = Sweep(folder / name).board()
     return {
         "arm": arm,
         "seed": seed,
-        "best": float(board["best_val_map50"].max()),  # the trial score (search.outcome)
+        "best": float(board[SCORE].max()),  # the trial score (search.outcome)
         "compute_s": float(board["wall_s"].sum()),
         "epochs_trained": int(board["epochs_run"].sum()),
         "stopped_early": int((board["status"] == "stopped_early").sum()),

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def sweep(folder: Path, trials: int, epochs: int) -> dict:
-    from search.leaderboard import trial_reports
+    from search.sweep import Sweep
 
     doc = yaml.safe_load((ROOT / "spaces" / "smoke.yaml").read_text())
     doc.update(name=f"e{epochs}", searcher="random", scheduler="fifo", num_samples=trials, max_concurrent=1)
@@ -46,8 +46,9 @@ def sweep(folder: Path, trials: int, epochs: int) -> dict:
     assert p.returncode == 0, p.stderr[-2000:]
     loop = float(re.search(r"Total run time: ([\d.]+) seconds", p.stdout + p.stderr).group(1))
     own, first_report, reports = 0.0, [], 0
-    for trial in sorted((folder / f"e{epochs}").glob("trial_*")):
-        rows = trial_reports(trial)
+    sweep = Sweep(folder / f"e{epochs}")
+    for trial in sweep.trial_dirs():
+        rows = sweep.reports(sweep.trial_id(trial))
         own += rows[-1]["time_total_s"]
         reports += len(rows)
         # Setup inside the trial: from its start to its first report, minus epoch 1's training and validation.

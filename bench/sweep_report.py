@@ -1,5 +1,5 @@
 """Figures of a finished sweep folder: trials by status, device-hours, s/iteration and validation time per backbone,
-best val_map50. Reads only files: leaderboard.csv and each trial's progress.csv (no Ray needed).
+best val_map50. Reads only files: the leaderboard and each trial's reports (search.sweep; no Ray needed).
 
 python bench/sweep_report.py results/NAME [--wall-s SECONDS]
 """
@@ -7,25 +7,29 @@ python bench/sweep_report.py results/NAME [--wall-s SECONDS]
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from search.sweep import Sweep, ranked  # noqa: E402
+from trainable.metrics import SCORE  # noqa: E402
 
-def trial_reports(sweep: Path) -> pd.DataFrame:
-    """Every report of every trial (one row per validation), with the trial's backbone."""
+
+def trial_reports(sweep: Sweep) -> pd.DataFrame:
+    """Every report of every trial (one row per report)."""
     frames = []
-    for progress in sorted(sweep.glob("trial_*/progress.csv")):
-        df = pd.read_csv(progress)
-        df["trial_id"] = progress.parent.name.removeprefix("trial_")
+    for trial_dir in sweep.trial_dirs():
+        df = pd.DataFrame(sweep.reports(sweep.trial_id(trial_dir)))
+        df["trial_id"] = sweep.trial_id(trial_dir)
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def report(sweep: Path, wall_s: float | None = None) -> str:
-    board = pd.read_csv(sweep / "leaderboard.csv")
-    space_res = json.loads((sweep / "sweep.json").read_text())["overrides"]["resources"]
+def report(sweep: Sweep, wall_s: float | None = None) -> str:
+    board = sweep.board()
+    space_res = sweep.saved()["overrides"]["resources"]
     unit = "GPU-hours" if space_res.get("gpu") else "CPU-hours"
     reports = trial_reports(sweep)
     lines = [
@@ -50,15 +54,15 @@ def report(sweep: Path, wall_s: float | None = None) -> str:
                 "s_per_iter_min": g["sec_per_iter"].min().round(3),
                 "s_per_iter_max": g["sec_per_iter"].max().round(3),
                 "val_s_median": g["val_seconds"].median().round(1),
-                "best_val_map50": g["val_map50"].max().round(4),
+                "val_map50_max": g["val_map50"].max().round(4),
             }
         )
         lines.append(table.to_string())
-    ok = board[board["status"].isin(["finished", "stopped_early"])]
+    ok = ranked(board)
     if len(ok):
-        b = ok.sort_values("best_val_map50", ascending=False).iloc[0]
+        b = ok.iloc[0]
         lines.append(
-            f"best val_map50 {b['best_val_map50']:.4f} (trial {b['trial_id']}, "
+            f"best {SCORE} {b[SCORE]:.4f} (trial {b['trial_id']}, "
             f"{b.get('hp.backbone', '?')}, epoch {b['best_epoch']} of {b['epochs']})"
         )
     return "\n".join(lines)
@@ -69,7 +73,7 @@ def main() -> None:
     p.add_argument("sweep", type=Path)
     p.add_argument("--wall-s", type=float)
     args = p.parse_args()
-    print(report(args.sweep, args.wall_s))
+    print(report(Sweep.open(args.sweep.parent, args.sweep.name), args.wall_s))
 
 
 if __name__ == "__main__":

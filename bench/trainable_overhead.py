@@ -36,22 +36,22 @@ def bench_space(folder: Path, epochs: int, eval_every: int) -> Path:
     doc["fixed"].update(epochs=epochs, lr=0.01, warmup_epochs=1.0, decay_epochs=[epochs - 1], brightness=0.2)
     doc["params"] = {"hflip": {"choice": [0.5]}}
     doc.pop("points_to_evaluate", None)
-    path = folder / "space.yaml"
+    path = folder / "space-bench.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
 
 
 def tune_side(space: Path, folder: Path, name: str) -> dict:
     """One real sweep of one trial (MLflow on, SQLite); s/iteration from its reports after the first."""
-    from search.leaderboard import trial_reports
+    from search.sweep import Sweep, reports
 
     cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--results", str(folder), "--name", name]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
-    (trial,) = (folder / name).glob("trial_*")
-    reports = trial_reports(trial)
-    later = reports[1:]
-    iters = later[-1]["iteration"] - reports[0]["iteration"]
+    (trial,) = Sweep(folder / name).trial_dirs()
+    rows = reports(trial)
+    later = rows[1:]
+    iters = later[-1]["iteration"] - rows[0]["iteration"]
     train = sum(r["time_this_iter_s"] - r["val_seconds"] for r in later)
     return {
         "s_per_iter": train / iters,

@@ -1,4 +1,4 @@
-"""A trial's checkpoints in the sweep folder: which one is best, and keeping only what resuming needs.
+"""A trial's checkpoints in the sweep folder: keeping only what resuming needs (search.sweep finds the best).
 
 Each report writes a checkpoint folder (model.pth, trainer.pth, config.yaml, state.json); Ray keeps the best by
 val_map50 and the latest (`CheckpointConfig(num_to_keep=1)`). A trial resumes from its latest checkpoint as Ray's
@@ -12,25 +12,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from search.sweeps import read_json, unreadable
 from trainable.checkpoints import strip_trainer_state
-from trainable.metrics import METRIC
-
-
-def best_checkpoint(trial_dir: Path) -> Path | None:
-    """The trial's checkpoint folder with the highest val_map50 (ties: the earlier epoch)."""
-    best, best_value = None, -1.0
-    for d in sorted(trial_dir.glob("checkpoint_*")):
-        state = d / "state.json"
-        if state.is_file():
-            metrics = read_json(state, dict, ("metrics",))["metrics"]
-            value = metrics.get(METRIC, -1.0) if isinstance(metrics, dict) else None
-            if not isinstance(value, (int, float)):
-                raise unreadable(state, f"metrics: expected a mapping with {METRIC}, a number")
-            if value > best_value:
-                best, best_value = d, value
-    return best
-
 
 RESTORABLE_BEFORE_NEW = 2  # checkpoints before a trial's new one that Ray may still restore it from (see below)
 

@@ -8,9 +8,10 @@ is re-trained, with its hyperparameters and seed, on every other fold's compleme
 trials with the sweep's resources; its fold-0 score is its sweep score (a trial that ASHA stopped early is re-trained
 on fold 0 too, on the sweep's own training tiles: its sweep checkpoint covers only part of its schedule, and this one
 is what ships). Ranked by mean val_map50_best over folds 1..N-1, with its standard deviation: fold 0 chose the K, so
-its scores carry the winner's curse and are shown beside them, not averaged in. The ranking is confirm/confirm.csv,
-beside the jobs it came from; the leaderboard shows it as confirm_mean, confirm_std and confirm_folds; MLflow runs
-under the sweep's run (role `confirm`). Run it again to continue an interrupted confirmation.
+its scores carry the winner's curse and are shown beside them, not averaged in. The ranking (confirm_mean,
+confirm_std, confirm_folds) lives in the confirmation's folder beside the jobs it came from; the leaderboard and
+MLflow show it under the same names (MLflow: runs of role `confirm` under the sweep's run). Run it again to continue
+an interrupted confirmation.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ import argparse
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from search import leaderboard, outcome, reruns
+from search import outcome, reruns
+from search.outcome import CONFIRM_FOLDS, CONFIRM_MEAN, CONFIRM_STD
 from search.space import SpaceError
-from search.sweeps import CONFIRM_DIR, CONFIRMED, SPACE_COPY, UsageError, sweep_folder
+from search.sweep import Sweep, UsageError, ranked
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, Split, load_train_records
+from trainable.metrics import SCORE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,22 +65,32 @@ def candidates(board: pd.DataFrame, top: int) -> pd.DataFrame:
     """The `top` best scored trials of the leaderboard, best first."""
     if top < 1:
         raise UsageError(f"--top must be >= 1, got {top}")
-    scored = board[board["status"].isin(outcome.SCORED) & board["best_val_map50"].notna()]
+    scored = ranked(board)
     if top > len(scored):
         raise UsageError(
             f"--top {top}: the sweep has {len(scored)} scored trial(s) (finished or stopped early) to confirm"
         )
-    return scored.sort_values("best_val_map50", ascending=False, kind="stable").head(top)
+    return scored.head(top)
 
 
-def plan(folder: Path, top: int | None, folds: int | None, data: str | None = None) -> tuple[list[dict], dict]:
-    """Every check and the confirmation's jobs, before anything is written: (jobs, context)."""
-    space, settings, saved = reruns.sweep_space(folder, data)
-    board = leaderboard.read(folder)
+@dataclass(frozen=True)
+class Plan:
+    """A confirmation, checked before anything is written: its rerun (jobs, space, settings) and the trials chosen."""
+
+    rerun: reruns.Rerun
+    chosen: pd.DataFrame
+    folds: int
+
+
+def plan(sweep: Sweep, top: int | None, folds: int | None, data: str | None = None) -> Plan:
+    """Every check and the confirmation's jobs, before anything is written."""
+    saved = sweep.saved()
+    space, settings = sweep.space(saved), sweep.trial_settings(saved, data)
+    board = sweep.board()
     if not outcome.complete(board["status"], space.trial_count()):
         raise UsageError(
-            f"{folder}: the sweep is unfinished: continue it first (python -m search.run --resume --name "
-            f"{folder.name} --results {folder.parent})"
+            f"{sweep.folder}: the sweep is unfinished: continue it first (python -m search.run --resume --name "
+            f"{sweep.name} --results {sweep.results})"
         )
     top = space.confirm["top"] if top is None else top
     folds = space.confirm["folds"] if folds is None else folds
@@ -88,18 +102,18 @@ def plan(folder: Path, top: int | None, folds: int | None, data: str | None = No
     tiles = make_folds(pool, sweep_val, folds, split.seed)
     jobs = []
     for row in chosen.to_dict("records"):
-        config = reruns.trial_config(folder, row, space)
+        config = sweep.trial_config(row, space)
         for f in range(0 if row["status"] != "finished" else 1, folds):
             train = [i for i in pool if i not in set(tiles[f])]
             jobs.append(reruns.job("confirm", row, config, tiles[f], len(train), train, fold=f, folds=folds))
-    done = reruns.read_jobs(folder / CONFIRM_DIR)
+    done = reruns.read_jobs(sweep.confirmation)
     if done is not None and done != jobs:
         trials, n = len({j["trial_id"] for j in done}), done[0]["folds"] if done else 0
         raise UsageError(
-            f"{folder / CONFIRM_DIR}: holds a confirmation of other trials or folds ({trials} trials, {n} folds): "
-            "delete that folder to confirm anew"
+            f"{sweep.confirmation.folder}: holds a confirmation of other trials or folds ({trials} trials, {n} "
+            "folds): delete that folder to confirm anew"
         )
-    return jobs, {"space": space, "settings": settings, "saved": saved, "board": board, "chosen": chosen}
+    return Plan(reruns.Rerun(sweep, sweep.confirmation, jobs, space, settings), chosen, folds)
 
 
 def rank(chosen: pd.DataFrame, rows: list[dict], folds: int) -> pd.DataFrame:
@@ -108,7 +122,7 @@ def rank(chosen: pd.DataFrame, rows: list[dict], folds: int) -> pd.DataFrame:
     for a finished trial it is its sweep score, the very number it was chosen by."""
     out = []
     for order, c in enumerate(chosen.to_dict("records")):
-        per_fold = {0: c["best_val_map50"]} if c["status"] == "finished" else {}
+        per_fold = {0: c[SCORE]} if c["status"] == "finished" else {}
         for r in rows:
             if r["job"]["trial_id"] == c["trial_id"] and r["status"] in outcome.SCORED + ("failed",):
                 per_fold[r["job"]["fold"]] = r["score"]
@@ -118,15 +132,15 @@ def rank(chosen: pd.DataFrame, rows: list[dict], folds: int) -> pd.DataFrame:
                 "trial": int(c["trial"]),
                 "trial_id": c["trial_id"],
                 "sweep_status": c["status"],
-                "sweep_val_map50": c["best_val_map50"],
+                f"sweep_{SCORE}": c[SCORE],
                 **{f"fold_{f}": per_fold.get(f) for f in range(folds)},
-                "mean_val_map50": scores.mean(),
-                "std_val_map50": scores.std(),  # sample standard deviation (ddof=1); NaN from one fold
-                "folds_scored": len(scores),
+                CONFIRM_MEAN: scores.mean(),
+                CONFIRM_STD: scores.std(),  # sample standard deviation (ddof=1); NaN from one fold
+                CONFIRM_FOLDS: len(scores),
                 "sweep_rank": order + 1,
             }
         )
-    table = pd.DataFrame(out).sort_values(["mean_val_map50", "sweep_rank"], ascending=[False, True])
+    table = pd.DataFrame(out).sort_values([CONFIRM_MEAN, "sweep_rank"], ascending=[False, True])
     return table.reset_index(drop=True)
 
 
@@ -137,19 +151,18 @@ def verdict(table: pd.DataFrame) -> str:
         return f"trial {int(r['trial']):02d} ({r['trial_id']})"
 
     def score(r) -> str:
-        return f"mean val_map50 {r['mean_val_map50']:.4f} ± {r['std_val_map50']:.4f} over {r['folds_scored']} folds"
+        return f"{CONFIRM_MEAN} {r[CONFIRM_MEAN]:.4f} ± {r[CONFIRM_STD]:.4f} over {r[CONFIRM_FOLDS]} folds"
 
     first = table.iloc[0]
     sweep_best = table.sort_values("sweep_rank").iloc[0]
     if first["trial_id"] == sweep_best["trial_id"]:
-        line = f"winner confirmed: {who(first)}, {score(first)} (sweep score {first['sweep_val_map50']:.4f})"
+        line = f"winner confirmed: {who(first)}, {score(first)} (sweep score {first[f'sweep_{SCORE}']:.4f})"
         other = table.iloc[1] if len(table) > 1 else None
     else:
         line = f"winner changed: {who(first)}, {score(first)}, replaces {who(sweep_best)}, {score(sweep_best)}"
         other = sweep_best
-    if other is not None and abs(first["mean_val_map50"] - other["mean_val_map50"]) < max(
-        first["std_val_map50"], other["std_val_map50"]
-    ):
+    spread = max(first[CONFIRM_STD], other[CONFIRM_STD]) if other is not None else None
+    if other is not None and abs(first[CONFIRM_MEAN] - other[CONFIRM_MEAN]) < spread:
         line += f"; {who(other)} is within one standard deviation"
     return line
 
@@ -157,31 +170,26 @@ def verdict(table: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        results = Path(args.results).expanduser().resolve()
-        folder = sweep_folder(results, args.name)
-        jobs, ctx = plan(folder, args.top, args.folds, args.data)
+        sweep = Sweep.open(Path(args.results).expanduser().resolve(), args.name)
+        p = plan(sweep, args.top, args.folds, args.data)
         from search import preflight
 
         if args.address:
             preflight.probe_address(args.address)
         else:
-            preflight.check_machine(ctx["space"], folder / SPACE_COPY)
+            preflight.check_machine(p.rerun.space, sweep.space_file)
     except (UsageError, SpaceError, ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    space, saved = ctx["space"], ctx["saved"]
-    folds = jobs[0]["folds"] if jobs else args.folds
+    space, jobs, confirmation = p.rerun.space, p.rerun.jobs, sweep.confirmation.folder
     print(
-        f"confirming {len(ctx['chosen'])} trial(s) of {folder.name} on {folds} folds: {len(jobs)} trial(s) to train "
+        f"confirming {len(p.chosen)} trial(s) of {sweep.name} on {p.folds} folds: {len(jobs)} trial(s) to train "
         f"({space.resources['cpu']:g} CPU, {space.resources['gpu']:g} GPU each)",
         flush=True,
     )
-    tracking = None
-    if saved.get("mlflow_uri", "off") != "off" and saved.get("mlflow_parent_run_id"):
-        tracking = {"uri": saved["mlflow_uri"], "parent": saved["mlflow_parent_run_id"], "sweep": folder.name}
     start = time.perf_counter()
     try:
-        rows = reruns.run(folder / CONFIRM_DIR, jobs, space, ctx["settings"], args.address, tracking)
+        rows = reruns.run(p.rerun, args.address)
     except UsageError as e:  # Ray did not start
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -190,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if crashed:
         which = ", ".join(f"trial {r['job']['trial']:02d} fold {r['job']['fold']}" for r in crashed)
         print(
-            f"error: {len(crashed)} confirmation trial(s) raised ({which}; see their error.txt in "
-            f"{folder / CONFIRM_DIR}): run the same command again to retry them",
+            f"error: {len(crashed)} confirmation trial(s) raised ({which}; see their error.txt in {confirmation}): "
+            "run the same command again to retry them",
             file=sys.stderr,
         )
         return 1
@@ -203,19 +211,20 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    table = rank(ctx["chosen"], rows, folds)
-    table.to_csv(folder / CONFIRMED, index=False)  # beside confirm/jobs.json; the leaderboard reads it from there
+    table = rank(p.chosen, rows, p.folds)
+    sweep.write_confirmed(table)  # beside the confirmation's jobs; the leaderboard reads it from there
     hours = sum(r["device_hours"] for r in rows)
     unit = "GPU-hours" if space.resources.get("gpu") else "CPU-hours"
     line = verdict(table)
     print(f"\n{table.to_string(index=False, float_format=lambda v: f'{v:.4f}')}\n")
-    print(f"confirmation: {folder / CONFIRMED} ({len(jobs)} trials, wall {wall:.0f} s, {hours:.3f} {unit})")
+    print(f"confirmation: {sweep.confirmed_file} ({len(jobs)} trials, wall {wall:.0f} s, {hours:.3f} {unit})")
     print(line)
+    tracking = sweep.mlflow_run()
     if tracking:
         from search import tracking as mlflow_tracking
 
         tracker = mlflow_tracking.Tracker(tracking["uri"])
-        mlflow_tracking.log_confirmation(tracker, tracking["parent"], space, folder.name, table, line)
+        mlflow_tracking.log_confirmation(tracker, tracking["parent"], space, sweep.name, table, line)
     return 0
 
 

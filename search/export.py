@@ -21,41 +21,39 @@ import time
 import zipfile
 from pathlib import Path
 
-from search import leaderboard, tuning  # noqa: F401 - tuning before search.checkpoints: Ray's environment defaults
-from search.checkpoints import best_checkpoint
 from search.space import SpaceError
-from search.sweeps import BOARD, SPACE_COPY, UsageError, read_settings, sweep_folder
+from search.sweep import Sweep, UsageError, best_checkpoint
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
 from trainable.files import atomic_write, check_folder, read_document
-from trainable.metrics import COURSE_MAX_DETS
+from trainable.metrics import COURSE_MAX_DETS, SCORE
 
 
 class ExportError(ValueError):
     pass
 
 
-def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple[Path, Path, dict, str]:
-    """(sweep folder, checkpoint folder, row of the leaderboard, why) for --best (leaderboard.winner: the confirmed
-    winner where search.confirm ran, else the highest score) or --trial."""
-    folder = sweep_folder(results, name)
-    board = leaderboard.read(folder)
+def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple[Sweep, Path, dict, str]:
+    """(sweep, checkpoint folder, row of the leaderboard, why) for --best (Sweep.winner: the confirmed winner where
+    search.confirm ran, else the highest score) or --trial."""
+    sweep = Sweep.open(results, name)
+    board = sweep.board()
     if trial:
         rows = board[board["trial_id"] == trial]
         if rows.empty:
-            raise ExportError(f"{folder / BOARD}: no trial {trial!r} (trials: {', '.join(board['trial_id'])})")
+            raise ExportError(f"{sweep.board_file}: no trial {trial!r} (trials: {', '.join(board['trial_id'])})")
         row = rows.iloc[0].to_dict()
-        why = f"best val_map50 {row['best_val_map50']:.4f}"
-        trial_dir = folder / f"trial_{row['trial_id']}"
+        why = f"{SCORE} {row[SCORE]:.4f}"
+        trial_dir = sweep.trial_dir(row["trial_id"])
     else:
-        row, why, trial_dir = leaderboard.winner(folder, board)
+        row, why, trial_dir = sweep.winner(board)
     # Always inside the sweep's own folder (not the leaderboard's path column): checkpoints are loaded with torch.load,
     # so only from the results tree unless named with --checkpoint; a sweep folder that was moved still exports.
     ckpt = best_checkpoint(trial_dir)
     if ckpt is None:
         raise ExportError(f"{trial_dir}: trial {row['trial_id']} has no checkpoint")
-    return folder, ckpt, row, why
+    return sweep, ckpt, row, why
 
 
 def validate_submission(results: list[dict], index: list[dict]) -> None:
@@ -185,9 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--best",
         action="store_true",
-        help="the winner of search.confirm where it ran, else the trial with the highest val_map50 (the trial score)",
+        help="the winner of search.confirm where it ran, else the trial with the highest val_map50_best (the trial "
+        "score)",
     )
-    what.add_argument("--trial", help="a trial id of the sweep (see leaderboard.csv)")
+    what.add_argument("--trial", help="a trial id of the sweep (see its leaderboard)")
     what.add_argument("--checkpoint", help="an explicit checkpoint folder (model.pth + config.yaml)")
     what.add_argument("--score", metavar="SUBMISSION", help="score a submission JSON against --gt")
     p.add_argument("--gt", help="labelled tiles for --score: <id>/images + <id>/masks (or a dataset root)")
@@ -261,32 +260,30 @@ def main(argv: list[str] | None = None) -> int:
             ckpt = Path(args.checkpoint).resolve()
             if not ckpt.is_dir():
                 raise ExportError(f"{ckpt}: checkpoint folder not found")
-            folder, row, why = None, {}, ""
+            sweep, row, why = None, {}, ""
         else:
-            folder, ckpt, row, why = pick_checkpoint(results, args.name, args.trial)
-        refit_job = None
+            sweep, ckpt, row, why = pick_checkpoint(results, args.name, args.trial)
+        refit_plan = None
         if args.refit:
-            from search import refit
+            from search import preflight, refit
 
-            refit_job, refit_ctx = refit.plan(folder, row, args.data, args.force)
-            from search import preflight
-
+            refit_plan = refit.plan(sweep, row, args.data, args.force)
             if args.address:
                 preflight.probe_address(args.address)
             else:
-                preflight.check_machine(refit_ctx["space"], folder / SPACE_COPY)
+                preflight.check_machine(refit_plan.rerun.space, sweep.space_file)
         data = args.data
-        if data is None and folder is not None:
-            data = read_settings(folder)["settings"]["data"]
+        if data is None and sweep is not None:
+            data = sweep.saved()["settings"]["data"]
         if data is None:
             raise UsageError("--data DIR is needed with --checkpoint")
-        check_folder(data, UsageError, "--data" if args.data else f"the sweep's data ({folder / 'sweep.json'})")
+        check_folder(data, UsageError, "--data" if args.data else f"the sweep's data ({sweep.settings_file})")
         if args.tta:  # before a refit trains
             from trainable.predict import check_tta, inference_hparams
 
-            hp, where = (refit_ctx["hp"], folder) if refit_job else (inference_hparams(ckpt), ckpt)
+            hp, where = (refit_plan.hp, sweep.folder) if refit_plan else (inference_hparams(ckpt), ckpt)
             check_tta(hp, True, where)
-        where = folder / "refit" if refit_job else (folder or ckpt)
+        where = sweep.refit.folder if refit_plan else (sweep.folder if sweep else ckpt)
         out = Path(args.out) if args.out else where / "submission" / "answer.json"
         check_out(out, "--out" if args.out else "the submission")
         import torch
@@ -296,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--device cuda: no CUDA device here")
         if row:
             number = f"{int(row['trial']):02d} " if "trial" in row else ""  # leaderboards before the trial column
-            print(f"trial {number}({row['trial_id']}), {why}" + ("" if refit_job else f", checkpoint {ckpt.name}"))
-        if refit_job:
+            print(f"trial {number}({row['trial_id']}), {why}" + ("" if refit_plan else f", checkpoint {ckpt.name}"))
+        if refit_plan:
             load_test_index(data)  # the test tiles are checked before the refit trains
-            ckpt = refit.refit(folder, refit_job, refit_ctx, args.address, args.force)
+            ckpt = refit.refit(refit_plan, args.address, args.force)
         info = export(ckpt, Path(data), out.resolve(), device, args.score_threshold, args.tta, args.max_dets)
     except (UsageError, ExportError, ConfigError, DatasetError, SpaceError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -316,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['seconds_per_tile']:.1f} s per tile; validated with pycocotools)\nzip: {info['zip']}\n"
         f"overlays: {info['overlays']}"
     )
-    if refit_job:
+    if refit_plan:
         print(
             f"note: the refit model ({ckpt}) learned from every labelled tile: no validation data is left, so it has "
             "no val_map50; the sweep's score is the estimate (the confirmation's mean where it ran). Measure it with "

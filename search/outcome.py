@@ -17,6 +17,10 @@ import math
 
 from trainable.metrics import METRIC, PROGRESS, SCORE
 
+# search.confirm's figures of a trial, one name each in its ranking, the leaderboard, MLflow and the docs: the mean
+# and sample standard deviation of its score over the folds that took no part in choosing it, and how many scored.
+CONFIRM_MEAN, CONFIRM_STD, CONFIRM_FOLDS = "confirm_mean", "confirm_std", "confirm_folds"
+
 ENDED = ("finished", "stopped_early", "failed", "error")  # --resume has nothing left to do for these
 SCORED = ("finished", "stopped_early")  # candidates for `export --best`
 

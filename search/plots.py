@@ -84,12 +84,11 @@ MIN_FOR_IMPORTANCE = 10  # finished trials; fewer say more about noise than abou
 MARKERS = {"finished": ("o", "tab:blue"), "stopped_early": ("x", "tab:gray"), "failed": ("v", "tab:red")}
 
 
-def sweep_plots(leaderboard_csv: Path, space: Space, out_dir: Path) -> list[Path]:
+def sweep_plots(board: pd.DataFrame, space: Space, out_dir: Path) -> list[Path]:
     """Which hyperparameters matter: each trial's score against each searched hyperparameter, by status (a stopped
     trial's score comes from fewer epochs), and Optuna's importance once MIN_FOR_IMPORTANCE trials finished."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    board = pd.read_csv(leaderboard_csv)
-    board = board[board["best_val_map50"].notna()]
+    board = board[board[SCORE].notna()]
     names = [n for n in space.searched_names() if f"hp.{n}" in board]
     paths = []
     if len(board) and names:
@@ -108,7 +107,7 @@ def sweep_plots(leaderboard_csv: Path, space: Space, out_dir: Path) -> list[Path
                 part = board["status"] == status
                 if part.any():
                     xs = x[part].astype(str).map(cats.index) if categorical else x[part]
-                    ax.scatter(xs, board.loc[part, "best_val_map50"], marker=marker, c=colour, label=status)
+                    ax.scatter(xs, board.loc[part, SCORE], marker=marker, c=colour, label=status)
             if categorical:
                 ax.set_xticks(range(len(cats)), cats, rotation=20, fontsize=7)
             elif space.params.get(name) is not None and space.params[name].kind == "loguniform":
@@ -158,7 +157,7 @@ def _importance(board: pd.DataFrame, names: list[str]) -> dict[str, float]:
             else:
                 lo, hi = float(board[f"hp.{n}"].min()), float(board[f"hp.{n}"].max())
                 params[n], dists[n] = float(v), FloatDistribution(lo, hi if hi > lo else lo + 1e-9)
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=row["best_val_map50"]))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=row[SCORE]))
     try:
         return optuna.importance.get_param_importances(study)
     except Exception:  # noqa: BLE001 - e.g. every value equal: nothing to rank

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from search.space import Space, corners
-from search.sweeps import UsageError
+from search.sweep import UsageError
 from trainable.config import ConfigError, resolve_weights
 from trainable.data import DatasetError, load_test_index
 

@@ -10,10 +10,11 @@ sweep's `refit` run. There is nothing left to validate on, so it has no val_map5
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from search import reruns
-from search.sweeps import REFIT_DIR, UsageError
+from search.sweep import Experiment, Sweep, UsageError, latest_checkpoint
 from trainable.config import schedule
 from trainable.data import Split, load_train_records
 
@@ -22,48 +23,58 @@ class RefitError(RuntimeError):
     """A refit that did not run to its end (interrupted, diverged, raised): exit 1, the message says what next."""
 
 
-def plan(folder: Path, row: dict, data: str | None, force: bool) -> tuple[dict, dict]:
-    """The refit's job and context; every check before anything is written."""
-    space, settings, saved = reruns.sweep_space(folder, data)
+@dataclass(frozen=True)
+class Plan:
+    """A refit, checked before anything is written: its rerun, the trial's hyperparameters, and its schedule now
+    (every labelled tile) and in the sweep (`schedule` of trainable.config)."""
+
+    rerun: reruns.Rerun
+    hp: dict
+    now: dict
+    before: dict
+
+    @property
+    def job(self) -> dict:
+        return self.rerun.jobs[0]
+
+
+def plan(sweep: Sweep, row: dict, data: str | None, force: bool) -> Plan:
+    """The refit of leaderboard row `row`; every check before anything is written."""
+    saved = sweep.saved()
+    space, settings = sweep.space(saved), sweep.trial_settings(saved, data)
     records, _ = load_train_records(settings.data, settings.cache_dir)
-    config = reruns.trial_config(folder, row, space)
+    config = sweep.trial_config(row, space)
     job = reruns.job("refit", row, config, [], len(records))
-    existing = reruns.read_jobs(folder / REFIT_DIR)
+    existing = reruns.read_jobs(sweep.refit)
     if existing and existing != [job] and not force:
         raise UsageError(
-            f"{folder / REFIT_DIR}: holds the refit of trial {existing[0]['trial']:02d} ({existing[0]['trial_id']}), "
+            f"{sweep.refit.folder}: holds the refit of trial {existing[0]['trial']:02d} ({existing[0]['trial_id']}), "
             f"not of trial {job['trial']:02d} ({job['trial_id']}): add --force to replace it"
         )
     hp = space.hparams(config)
     sweep_train, _ = Split.from_dict(settings.split).apply([r["image_id"] for r in records])
     now, before = schedule(hp, len(records)), schedule(hp, len(sweep_train))
-    return job, {"space": space, "settings": settings, "saved": saved, "hp": hp, "now": now, "before": before}
+    return Plan(reruns.Rerun(sweep, sweep.refit, [job], space, settings), hp, now, before)
 
 
-def latest_checkpoint(trial_dir: Path) -> Path | None:
-    done = sorted(d for d in trial_dir.glob("checkpoint_*") if (d / "model.pth").is_file())
-    return done[-1] if done else None
-
-
-def finished(folder: Path, job: dict, space) -> Path | None:
+def finished(refit: Experiment, job: dict, space) -> Path | None:
     """The checkpoint of a refit of `job` that ran to its end, or None."""
     from ray.tune import Tuner
 
-    if reruns.read_jobs(folder) != [job] or not Tuner.can_restore(str(folder)):
+    if reruns.read_jobs(refit) != [job] or not Tuner.can_restore(str(refit.folder)):
         return None
-    rows = reruns.results(folder, space)
+    rows = reruns.results(refit, space)
     if len(rows) == 1 and rows[0]["status"] == "finished":
-        return latest_checkpoint(folder / f"trial_{rows[0]['id']}")
+        return latest_checkpoint(refit.trial_dir(rows[0]["id"]))
     return None
 
 
-def refit(folder: Path, job: dict, ctx: dict, address: str | None, force: bool) -> Path:
+def refit(p: Plan, address: str | None, force: bool) -> Path:
     """The refit model's checkpoint folder: reused when this job already ran to its end (unless `force`), else
     trained (an interrupted refit continues)."""
-    out = folder / REFIT_DIR
-    space, hp, now, before = ctx["space"], ctx["hp"], ctx["now"], ctx["before"]
+    job, hp, now, before, out = p.job, p.hp, p.now, p.before, p.rerun.experiment
     if not force:
-        ckpt = finished(out, job, space)
+        ckpt = finished(out, job, p.rerun.space)
         if ckpt is not None:
             print(f"refit: reusing {ckpt} (trial {job['trial']:02d}'s refit; --force retrains)", flush=True)
             return ckpt
@@ -73,20 +84,16 @@ def refit(folder: Path, job: dict, ctx: dict, address: str | None, force: bool) 
         f"{before['max_iter']}), decays at iterations {list(now['steps'])} (epochs {list(hp['decay_epochs'])})",
         flush=True,
     )
-    tracking = None
-    saved = ctx["saved"]
-    if saved.get("mlflow_uri", "off") != "off" and saved.get("mlflow_parent_run_id"):
-        tracking = {"uri": saved["mlflow_uri"], "parent": saved["mlflow_parent_run_id"], "sweep": folder.name}
-    rows = reruns.run(out, [job], space, ctx["settings"], address, tracking, replace=force)
+    rows = reruns.run(p.rerun, address, replace=force)
     if len(rows) != 1 or rows[0]["status"] != "finished":
         status = rows[0]["status"] if rows else "unfinished"
         reason = f": {rows[0]['failure_reason']}" if rows and rows[0]["failure_reason"] else ""
         then = {
             "failed": "its seed diverges again: refit another trial with --trial ID",
-            "error": f"see error.txt in {out}; the same command retries it from its last checkpoint",
+            "error": f"see error.txt in {out.folder}; the same command retries it from its last checkpoint",
         }.get(status, "the same command (without --force) continues it")
         raise RefitError(f"refit {status}{reason} ({then})")
-    ckpt = latest_checkpoint(out / f"trial_{rows[0]['id']}")
+    ckpt = latest_checkpoint(out.trial_dir(rows[0]["id"]))
     if ckpt is None:
-        raise RefitError(f"{out}: the refit left no checkpoint")
+        raise RefitError(f"{out.folder}: the refit left no checkpoint")
     return ckpt

@@ -7,65 +7,16 @@ RESULTS/SWEEP/confirm or RESULTS/SWEEP/refit. Like a sweep, an interrupted rerun
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
+from dataclasses import dataclass
 
 from search import outcome
-from search.leaderboard import trial_reports
-from search.space import Space, load_space
-from search.sweeps import BOARD, SETTINGS_FILE, SPACE_COPY, UsageError, read_json, read_settings, unreadable
+from search.space import Space
+from search.sweep import Experiment, Sweep, UsageError
 from search.tuning import Resumed, ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
-from trainable.config import ConfigError, validate
-from trainable.data import DatasetError
-from trainable.files import check_folder
 from trainable.metrics import METRIC, SCORE
 from trainable.settings import Settings
 
-JOBS_FILE = "jobs.json"  # the rerun's jobs, written when it starts: running the command again checks them
 JOB_KEYS = ("role", "trial", "trial_id", "config", "split", "fold", "folds")  # of each job (see `job`)
-
-
-def sweep_space(folder: Path, data: str | None = None) -> tuple[Space, Settings, dict]:
-    """(space, trial settings, sweep.json) of a sweep as it ran: its copy of the space with the CLI's overrides;
-    `data`: the dataset's new place (--data), if it has moved since the sweep."""
-    if not (folder / SPACE_COPY).is_file() or not (folder / SETTINGS_FILE).is_file():
-        raise UsageError(f"{folder}: not a sweep folder (no {SPACE_COPY} or {SETTINGS_FILE})")
-    space, saved = load_space(folder / SPACE_COPY), read_settings(folder)
-    for k, v in saved["overrides"].items():
-        setattr(space, k, v)
-    settings = saved_settings(folder, saved)
-    settings.data = str(Path(data).expanduser().resolve()) if data else settings.data
-    given = "--data" if data else f"the sweep's data folder ({folder / SETTINGS_FILE})"
-    check_folder(settings.data, UsageError, given)
-    if not Path(settings.data).is_dir():
-        raise UsageError(f"{settings.data}: {given} not found (moved?): give --data DIR")
-    return space, settings, saved
-
-
-def trial_config(folder: Path, row: dict, space: Space | None = None) -> dict:
-    """The searched values of a sweep trial (its Ray config), for re-training it; checked against `space`."""
-    path = folder / f"trial_{row['trial_id']}" / "params.json"
-    if "trial" not in row or not path.is_file():
-        raise UsageError(
-            f"{folder}: trial {row['trial_id']} has no {'params.json' if 'trial' in row else 'number in ' + BOARD} "
-            f"(a sweep from an older version: python -m search.run --resume --name {folder.name} rebuilds it)"
-        )
-    config = read_json(path, dict)
-    try:
-        if space is not None:
-            validate(space.hparams(config))
-    except (KeyError, TypeError, ValueError) as e:  # ConfigError is a ValueError
-        raise unreadable(path, f"not a configuration of this sweep's space: {type(e).__name__}: {e}"[:160]) from None
-    return config
-
-
-def saved_settings(folder: Path, saved: dict) -> Settings:
-    """The trial settings of sweep.json (`saved`); one UsageError naming the file where they are not a trial's."""
-    try:
-        return Settings.from_dict(saved["settings"])
-    except (ConfigError, DatasetError, TypeError) as e:
-        raise unreadable(folder / SETTINGS_FILE, f"settings: {e}"[:160]) from None
 
 
 def job(
@@ -95,8 +46,8 @@ def rerun_trial(config: dict, space: Space, settings: dict) -> None:
     tune_trial(space.hparams(job["config"]), {**settings, "split": job["split"]})
 
 
-def build_tuner(folder: Path, jobs: list[dict], space: Space, settings: Settings, callbacks: list):
-    """Ray Tune's Tuner of the jobs in `folder` (restored when it already ran: unfinished and errored jobs go on)."""
+def build_tuner(rerun: Experiment, jobs: list[dict], space: Space, settings: Settings, callbacks: list):
+    """Ray Tune's Tuner of the jobs in `rerun` (restored when it already ran: unfinished and errored jobs go on)."""
     from ray import tune
 
     from search.checkpoints import TrainerStatePruner
@@ -116,29 +67,24 @@ def build_tuner(folder: Path, jobs: list[dict], space: Space, settings: Settings
     param_space = {"job": tune.grid_search(jobs)}
     tune_config = tune.TuneConfig(max_concurrent_trials=space.max_concurrent, **tune_names())
     # The best report's checkpoint (val_map50) and the latest; without validation data, the latest only.
-    runs = run_config(folder, space, reporter, callbacks, score=METRIC if validated else None)
-    if tune.Tuner.can_restore(str(folder)):  # as search.run: with this launch's callbacks
+    runs = run_config(rerun.folder, space, reporter, callbacks, score=METRIC if validated else None)
+    if tune.Tuner.can_restore(str(rerun.folder)):  # as search.run: with this launch's callbacks
         return Resumed(trainable, param_space, tune_config, runs, errored=True)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=runs)
 
 
-def write_jobs(folder: Path, jobs: list[dict]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / JOBS_FILE).write_text(json.dumps(jobs, indent=1))
+def read_jobs(rerun: Experiment) -> list[dict] | None:
+    """The jobs a rerun started with (None before it started)."""
+    return rerun.read_jobs(JOB_KEYS)
 
 
-def read_jobs(folder: Path) -> list[dict] | None:
-    f = folder / JOBS_FILE
-    return read_json(f, list, JOB_KEYS) if f.is_file() else None
-
-
-def results(folder: Path, space: Space) -> list[dict]:
-    """Each job trial of a rerun folder: its job, Ray trial id, status and score (search.outcome), reports."""
+def results(rerun: Experiment, space: Space) -> list[dict]:
+    """Each job trial of a rerun: its job, Ray trial id, status and score (search.outcome), reports."""
     from ray.tune import ExperimentAnalysis
 
     rows = []
-    for trial in ExperimentAnalysis(str(folder)).trials:
-        reports = trial_reports(folder / f"trial_{trial.trial_id}")
+    for trial in ExperimentAnalysis(str(rerun.folder)).trials:
+        reports = rerun.reports(trial.trial_id)
         rows.append(
             {
                 "job": trial.config["job"],
@@ -151,43 +97,44 @@ def results(folder: Path, space: Space) -> list[dict]:
     return rows
 
 
-def run(
-    folder: Path,
-    jobs: list[dict],
-    space: Space,
-    settings: Settings,
-    address: str | None,
-    tracking: dict | None,
-    replace: bool = False,
-) -> list[dict]:
-    """Run (or continue) the jobs in `folder` on local Ray or the cluster at `address`; the results of every job.
-    `tracking`: {"uri", "parent", "sweep"} of the sweep's MLflow run, or None. `replace`: start over (what `folder`
-    holds is removed once Ray has started). Ray that does not start is a UsageError, raised before anything is
-    written."""
+@dataclass(frozen=True)
+class Rerun:
+    """A sweep's rerun (its confirmation or its refit): where it runs, its jobs, and how they train."""
+
+    sweep: Sweep
+    experiment: Experiment  # sweep.confirmation or sweep.refit
+    jobs: list[dict]
+    space: Space
+    settings: Settings
+
+
+def run(rerun: Rerun, address: str | None, replace: bool = False) -> list[dict]:
+    """Run (or continue) the rerun's jobs on local Ray or the cluster at `address`; the results of every job, logged
+    under the sweep's MLflow run where it has one. `replace`: start over (what the rerun's folder holds is removed
+    once Ray has started). Ray that does not start is a UsageError, raised before anything is written."""
     import ray
 
     try:
         start_ray(address)
     except Exception as e:  # noqa: BLE001 - refused, wrong token, not a Ray port...
         raise UsageError(ray_error(address, e).removeprefix("error: ")) from None
+    experiment, space, tracking = rerun.experiment, rerun.space, rerun.sweep.mlflow_run()
     try:
-        if replace and folder.exists():
-            shutil.rmtree(folder)
-        write_jobs(folder, jobs)
+        if replace:
+            experiment.remove()
+        experiment.write_jobs(rerun.jobs)
         callback = None
         if tracking:
             from search import tracking as mlflow_tracking
 
-            uri = tracking["uri"]
-            root = folder.parent.parent / "mlartifacts" if uri.startswith("sqlite") else None
-            tracker = mlflow_tracking.Tracker(uri, artifact_root=root)
-            callback = mlflow_tracking.RerunCallback(tracker, tracking["parent"], space, folder, tracking["sweep"])
-        tuner = build_tuner(folder, jobs, space, settings, [callback] if callback else [])
+            tracker = mlflow_tracking.Tracker(tracking["uri"], artifact_root=rerun.sweep.artifact_root(tracking["uri"]))
+            callback = mlflow_tracking.RerunCallback(tracker, tracking["parent"], space, experiment, rerun.sweep.name)
+        tuner = build_tuner(experiment, rerun.jobs, space, rerun.settings, [callback] if callback else [])
         try:
             tuner.fit()
         except Exception as e:  # noqa: BLE001 - a failure of Ray Tune itself: the trials' results still count
             print(f"warning: Ray Tune stopped with {type(e).__name__}: {e}", flush=True)
-        rows = results(folder, space)
+        rows = results(experiment, space)
     finally:
         ray.shutdown()
     if callback:

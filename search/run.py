@@ -6,9 +6,7 @@ python -m search.run --space spaces/maskrcnn.yaml [--data DIR] [--name NAME] [--
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -18,7 +16,7 @@ from pathlib import Path
 
 from search import leaderboard, outcome, preflight
 from search.space import Space, SpaceError, check_choices, describe, load_space
-from search.sweeps import SETTINGS_FILE, SPACE_COPY, UsageError, check_name, read_settings, sweep_folder
+from search.sweep import Sweep, UsageError, check_name
 from search.tuning import Resumed, ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
@@ -33,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m search.run",
         description="Hyperparameter sweep of Detectron2 Mask R-CNN on nuclei with Ray Tune. Each trial trains, "
         "validates every eval_every epochs (val_map50 = mask AP@0.5, top 100 detections, as the course scores) and "
-        "checkpoints. Flags override the space file. Results: RESULTS/NAME (leaderboard.csv, Ray trial folders).",
+        "checkpoints. Flags override the space file. Results: RESULTS/NAME (the leaderboard, Ray's trial folders).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--space", help="search-space YAML (format: spaces/README.md); required unless --resume")
@@ -68,8 +66,8 @@ def _positive(name: str, v: float | None, allow_zero: bool = False) -> None:
         raise UsageError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
 
 
-def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
-    """Space + CLI overrides -> (space, trial settings, sweep folder); every check that needs no Ray."""
+def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Sweep]:
+    """Space + CLI overrides -> (space, trial settings, sweep); every check that needs no Ray."""
     results = Path(args.results).expanduser().resolve()
     _positive("--num-samples", args.num_samples)
     _positive("--max-concurrent", args.max_concurrent)
@@ -78,17 +76,13 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
     _positive("--time-budget-s", args.time_budget_s)
     check_folder(results, UsageError, "--results")
     if args.resume:
-        folder = sweep_folder(results, args.name)
-        if not (folder / SPACE_COPY).is_file():
-            raise UsageError(f"{folder}: no sweep to resume (missing {SPACE_COPY})")
-        space = load_space(folder / SPACE_COPY)
-        saved = read_settings(folder)
-        for k, v in saved["overrides"].items():
-            setattr(space, k, v)
-        check_choices(space, folder / SETTINGS_FILE)  # overrides of searcher and scheduler
-        from search.reruns import saved_settings  # sweep.json's settings, or one error naming it
-
-        return space, saved_settings(folder, saved), folder
+        sweep = Sweep.open(results, args.name)
+        if not sweep.space_file.is_file():
+            raise UsageError(f"{sweep.folder}: no sweep to resume (missing {sweep.space_file.name})")
+        saved = sweep.saved()
+        space = sweep.space(saved)
+        check_choices(space, sweep.settings_file)  # overrides of searcher and scheduler
+        return space, sweep.trial_settings(saved, check_data=False), sweep
     if not args.space:
         raise UsageError("--space is required (or --resume to continue a sweep)")
     space = load_space(args.space)
@@ -116,12 +110,11 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Path]:
         raise SpaceError(f"{args.space}: settings: {e}") from None
     fit_to_resources(settings, space, args.space)
     settings.report_at = space.rungs()  # trials report at ASHA's rungs, whatever their eval_every
-    name = check_name(args.name) or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    folder = results / name
-    check_folder(folder, UsageError, "--name")
-    if folder.exists():
-        raise UsageError(f"{folder} already exists: pick another --name, or add --resume to continue it")
-    return space, settings, folder
+    sweep = Sweep(results / (check_name(args.name) or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"))
+    check_folder(sweep.folder, UsageError, "--name")
+    if sweep.folder.exists():
+        raise UsageError(f"{sweep.folder} already exists: pick another --name, or add --resume to continue it")
+    return space, settings, sweep
 
 
 def fit_to_resources(settings: Settings, space: Space, path: str) -> None:
@@ -156,7 +149,7 @@ def sweep_trial(config: dict, space: Space, settings: dict) -> None:
     tune_trial(space.hparams(config), settings)
 
 
-def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, callbacks: list):
+def build_tuner(space: Space, settings: Settings, sweep: Sweep, resume: bool, callbacks: list):
     from ray import tune
 
     from search.checkpoints import TrainerStatePruner
@@ -184,7 +177,7 @@ def build_tuner(space: Space, settings: Settings, folder: Path, resume: bool, ca
         **tune_names(),
     )
     # The checkpoint of the best report (val_map50); Ray always keeps the latest too.
-    runs = run_config(folder, space, reporter, callbacks, score=METRIC)
+    runs = run_config(sweep.folder, space, reporter, callbacks, score=METRIC)
     if resume:  # this launch's callbacks, not the first launch's (MLflow may have been off or unreachable then)
         return Resumed(trainable, param_space, tune_config, runs, errored=False)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=runs)
@@ -214,63 +207,57 @@ def _searched_names(space: Space) -> list[str]:
     )
 
 
-def save_sweep(args, space: Space, settings: Settings, folder: Path) -> None:
-    """A new sweep's folder: the space file and sweep.json (resolved settings, CLI overrides, MLflow); on --resume,
-    a new --mlflow-uri replaces the saved one."""
+def save_sweep(args, space: Space, settings: Settings, sweep: Sweep) -> None:
+    """A new sweep's folder: the space file and its saved settings (resolved settings, CLI overrides, MLflow); on
+    --resume, a new --mlflow-uri replaces the saved one."""
     if args.resume:
-        saved = read_settings(folder)
+        saved = sweep.saved()
         if args.mlflow_uri and args.mlflow_uri != saved.get("mlflow_uri"):
-            saved.update(mlflow_uri=args.mlflow_uri, mlflow_parent_run_id=None)
-            (folder / SETTINGS_FILE).write_text(json.dumps(saved, indent=1))
+            sweep.save({**saved, "mlflow_uri": args.mlflow_uri, "mlflow_parent_run_id": None})
         return
-    folder.mkdir(parents=True)
-    shutil.copyfile(args.space, folder / SPACE_COPY)
     overrides = {k: getattr(space, k) for k in ("searcher", "scheduler", "num_samples", "max_concurrent", "seed")}
-    overrides["resources"] = space.resources
-    uri = args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{folder.parent / 'mlflow.db'}"
-    sweep = {
+    saved = {
         "settings": settings.__dict__,
-        "overrides": overrides,
+        "overrides": {**overrides, "resources": space.resources},
         "address": args.address,
         "space": str(Path(args.space).resolve()),
-        "mlflow_uri": uri,
+        "mlflow_uri": args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.default_mlflow_uri(),
     }
-    (folder / SETTINGS_FILE).write_text(json.dumps(sweep, indent=1))
+    sweep.create(args.space, saved)
 
 
-def start_tracking(args, space: Space, settings: Settings, folder: Path, num_train: int):
+def start_tracking(args, space: Space, settings: Settings, sweep: Sweep, num_train: int):
     """The MLflow callback of the sweep, or None when MLflow is off or unreachable (the sweep goes on)."""
     from search import tracking
     from trainable.data import dataset_fingerprint
 
-    saved = read_settings(folder)
+    saved = sweep.saved()
     uri = saved.get("mlflow_uri")
     if uri == "off":
         return None
-    tracker = tracking.Tracker(uri, artifact_root=folder.parent / "mlartifacts" if uri.startswith("sqlite") else None)
+    tracker = tracking.Tracker(uri, artifact_root=sweep.artifact_root(uri))
     parent = saved.get("mlflow_parent_run_id")
     if parent is None:
         tags = {
             "data_fingerprint": dataset_fingerprint(settings.data),
             "git_commit": tracking.git_commit(),
             "ray_address": args.address or "local",
-            "space": saved.get("space", str(folder / SPACE_COPY)),
+            "space": saved.get("space", str(sweep.space_file)),
         }
-        parent = tracker.start_parent(folder.name, tags, [folder / SPACE_COPY, folder / SETTINGS_FILE])
+        parent = tracker.start_parent(sweep.name, tags, [sweep.space_file, sweep.settings_file])
         if parent is None:
             return None
-        saved["mlflow_parent_run_id"] = parent
-        (folder / SETTINGS_FILE).write_text(json.dumps(saved, indent=1))
+        sweep.save({**saved, "mlflow_parent_run_id": parent})
     else:
         tracker.safe("reopening the sweep's run", tracker.client.update_run, parent, "RUNNING")
-    tracker.save_view(parent, space, folder.name)
+    tracker.save_view(parent, space, sweep.name)
     print(f"mlflow: {uri} (sweep run {parent})", flush=True)
-    return tracking.MLflowCallback(tracker, parent, space, num_train, folder)
+    return tracking.MLflowCallback(tracker, parent, space, num_train, sweep)
 
 
-def preflight_checks(args, space: Space, settings: Settings, folder: Path) -> int:
+def preflight_checks(args, space: Space, settings: Settings, sweep: Sweep) -> int:
     """Everything that can be known wrong before Ray starts; returns the number of training images."""
-    source = args.space or folder / SPACE_COPY
+    source = args.space or sweep.space_file
     num_train = check_data(settings)
     preflight.warn_test_index(settings.data)
     if args.address:
@@ -284,8 +271,8 @@ def preflight_checks(args, space: Space, settings: Settings, folder: Path) -> in
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        space, settings, folder = resolve(args)
-        num_train = preflight_checks(args, space, settings, folder)
+        space, settings, sweep = resolve(args)
+        num_train = preflight_checks(args, space, settings, sweep)
     except (SpaceError, UsageError, ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -299,15 +286,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     fit_error = None
     try:
-        save_sweep(args, space, settings, folder)
+        save_sweep(args, space, settings, sweep)
         print(
-            f"sweep {folder.name}: {space.trial_count()} trial(s), searcher {space.searcher}, "
+            f"sweep {sweep.name}: {space.trial_count()} trial(s), searcher {space.searcher}, "
             f"scheduler {space.scheduler}"
         )
         print(describe(space), flush=True)
-        mlflow_callback = start_tracking(args, space, settings, folder, num_train)
+        mlflow_callback = start_tracking(args, space, settings, sweep, num_train)
         start = time.perf_counter()
-        tuner = build_tuner(space, settings, folder, args.resume, [mlflow_callback] if mlflow_callback else [])
+        tuner = build_tuner(space, settings, sweep, args.resume, [mlflow_callback] if mlflow_callback else [])
         timer = interrupt_after(args.time_budget_s) if args.time_budget_s else None
         try:
             tuner.fit()
@@ -317,11 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             if timer:
                 timer.cancel()
         wall = time.perf_counter() - start
-        table = leaderboard.build(folder, space)
+        table = leaderboard.build(sweep, space)
     finally:
         ray.shutdown()
-    table.to_csv(folder / "leaderboard.csv", index=False)
-    print(f"\nleaderboard: {folder / 'leaderboard.csv'}")
+    sweep.write_board(table)
+    print(f"\nleaderboard: {sweep.board_file}")
     print(leaderboard.summary(table, space, wall))
     if fit_error:
         print(f"error: Ray Tune stopped with {fit_error}", file=sys.stderr)
@@ -331,17 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     if mlflow_callback:
         from search import tracking
 
-        tracking.close_sweep(mlflow_callback, folder, space, table, complete=complete, wall_s=wall)
+        tracking.close_sweep(mlflow_callback, sweep, space, table, complete=complete, wall_s=wall)
         if mlflow_callback.tracker.failures:
             print(
-                f"warning: {mlflow_callback.tracker.failures} MLflow call(s) failed; Ray's results in {folder} hold "
-                "every metric",
+                f"warning: {mlflow_callback.tracker.failures} MLflow call(s) failed; Ray's results in {sweep.folder} "
+                "hold every metric",
                 file=sys.stderr,
             )
     if not complete:
         print(
             f"error: sweep interrupted: {ended} of {expected} trials ended; continue with "
-            f"python -m search.run --resume --name {folder.name} --results {folder.parent}",
+            f"python -m search.run --resume --name {sweep.name} --results {sweep.results}",
             file=sys.stderr,
         )
         return 1

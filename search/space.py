@@ -60,7 +60,7 @@ def hp_name(param: str) -> str:
 
 
 def param_text(v) -> str:
-    """A param as people read it: 4 significant digits, lists as 20, 50, 80 (exact values: leaderboard.csv)."""
+    """A param as people read it: 4 significant digits, lists as 20, 50, 80 (exact values: the leaderboard)."""
     if isinstance(v, bool) or v is None:
         return str(v)
     if isinstance(v, float):

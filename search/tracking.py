@@ -20,10 +20,8 @@ from pathlib import Path
 from ray.tune import Callback
 
 from search import outcome
-from search.checkpoints import best_checkpoint
-from search.leaderboard import trial_reports
 from search.space import Space, param_text
-from search.sweeps import EXPERIMENT, VIEW_TAG_PREFIX, view_key
+from search.sweep import EXPERIMENT, VIEW_TAG_PREFIX, Experiment, Sweep, best_checkpoint, ranked, view_key
 from trainable.metrics import METRIC, METRIC_KEYS, SCORE
 
 TAG_SWEEP, TAG_TRIAL = "nucleitune.sweep", "nucleitune.trial_id"
@@ -40,7 +38,7 @@ def view_state(space: Space, parent: str, confirmed: bool = False) -> dict:
         return f"{kind}.`{key}`"
 
     hours = outcome.hours_key(space.resources)
-    confirm = ["confirm_mean_val_map50", "confirm_std_val_map50"] if confirmed else []
+    confirm = [outcome.CONFIRM_MEAN, outcome.CONFIRM_STD] if confirmed else []
     columns = [col("metrics", k) for k in (SCORE, *confirm, "best_epoch", hours)] + [col("tags", "status")]
     columns += [col("params", n) for n in space.searched_names()]
     section = "metrics"
@@ -181,7 +179,7 @@ class Tracker:
         return self.safe("creating a trial's run", _get)
 
     def save_view(self, parent: str, space: Space, sweep: str, confirmed: bool = False) -> None:
-        """The sweep's view of the runs table (sweeps.view_key; search.ui opens it): its trials only, best score first,
+        """The sweep's view of the runs table (sweep.view_key; search.ui opens it): its trials only, best score first,
         with the columns that answer "which trial is best, and why", and its charts, val_map50 first."""
 
         def _save():
@@ -221,9 +219,9 @@ class MLflowCallback(Callback):
     it already holds (a trial restarted from an earlier checkpoint runs that epoch again) is not logged twice. The
     reports the driver received are kept for the trial's plots: Ray writes result.json with a delay."""
 
-    def __init__(self, tracker: Tracker, parent_run_id: str, space: Space, num_train_images: int, folder: Path):
+    def __init__(self, tracker: Tracker, parent_run_id: str, space: Space, num_train_images: int, ex: Experiment):
         self.tracker, self.parent, self.space, self.num_train = tracker, parent_run_id, space, num_train_images
-        self.folder = folder  # the Ray experiment folder: the sweep's, or search.reruns' inside it
+        self.experiment = ex  # the Ray Tune experiment: the sweep, or its confirmation or refit (search.reruns)
         self.runs: dict[str, str] = {}
         self.logged: dict[str, int] = {}  # trial id -> last epoch its run holds
         self.results: dict[str, dict[int, dict]] = {}  # trial id -> epoch -> report, as received
@@ -231,7 +229,7 @@ class MLflowCallback(Callback):
     def labels(self, config: dict, number: int) -> tuple[str, dict, dict]:
         """(run name, params, tags) of a trial's run."""
         hp = self.space.hparams(config)
-        return run_name(number, hp, self.space, config), hp, {TAG_SWEEP: self.folder.name, TAG_ROLE: "trial"}
+        return run_name(number, hp, self.space, config), hp, {TAG_SWEEP: self.experiment.name, TAG_ROLE: "trial"}
 
     def hparams(self, config: dict) -> dict:
         return self.space.hparams(config)
@@ -247,7 +245,7 @@ class MLflowCallback(Callback):
                 return None
             self.runs[trial_id], self.logged[trial_id] = run_id, self.tracker.last_step(run_id)
             self.results[trial_id] = {}
-            for result in trial_reports(self.folder / f"trial_{trial_id}"):
+            for result in self.experiment.reports(trial_id):
                 self.log(trial_id, result)
         return self.runs[trial_id]
 
@@ -275,8 +273,7 @@ class MLflowCallback(Callback):
         self.close(trial.trial_id, trial.config, self._number(trial), "TERMINATED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        p = Path(self.folder / f"trial_{trial.trial_id}" / "error.txt")
-        error = p.read_text().strip().splitlines()[-1] if p.is_file() else ""
+        error = (self.experiment.error(trial.trial_id).strip().splitlines() or [""])[-1]
         self.close(trial.trial_id, trial.config, self._number(trial), "ERROR", error or "trial raised an exception")
 
     def close(self, trial_id: str, config: dict, number: int, ray_status: str, reason: str = "") -> None:
@@ -305,7 +302,7 @@ class MLflowCallback(Callback):
         tags = [RunTag(k, v) for k, v in tags.items()]
         log("summarising a run", client.log_batch, run_id, metrics=metrics, tags=tags)
         if s["status"] != "unfinished":
-            self._pictures(run_id, self.folder / f"trial_{trial_id}", hp, reports, self.train_images(config))
+            self._pictures(run_id, self.experiment.trial_dir(trial_id), hp, reports, self.train_images(config))
         mlflow_status = {"finished": "FINISHED", "stopped_early": "FINISHED", "unfinished": "KILLED"}
         log("closing a run", client.set_terminated, run_id, mlflow_status.get(s["status"], "FAILED"))
 
@@ -337,7 +334,7 @@ def as_ray_status(status: str) -> str:
     return {"error": "ERROR", "unfinished": "RUNNING"}.get(status, "TERMINATED")
 
 
-def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, complete: bool, wall_s: float) -> None:
+def close_sweep(callback: MLflowCallback, sweep: Sweep, space: Space, table, complete: bool, wall_s: float) -> None:
     """Every trial of the leaderboard gets its closed run (also one that ended before this launch attached MLflow).
     The parent summarises the sweep: metrics (best score, trials by status, device-hours, wall time), the space's
     fixed hyperparameters as params, a note with the top trials (linked) and the export command, the leaderboard and
@@ -353,7 +350,7 @@ def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, com
         )
         closed = {r.data.tags.get(TAG_TRIAL) for r in children if r.info.status != "RUNNING"}
         for row in table.itertuples():
-            params = folder / f"trial_{row.trial_id}" / "params.json"
+            params = sweep.params_file(row.trial_id)
             if row.trial_id not in closed and params.is_file():
                 reason = row.failure_reason if isinstance(row.failure_reason, str) else ""
                 config = json.loads(params.read_text())
@@ -365,9 +362,9 @@ def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, com
         now, hours = int(time.time() * 1000), outcome.hours_key(space.resources)
         counts = table["status"].value_counts() if len(table) else {}
         summary = {f"trials_{s}": int(counts.get(s, 0)) for s in (*outcome.ENDED, "unfinished")}
-        scored = table[table["status"].isin(outcome.SCORED)] if len(table) else table
+        scored = ranked(table) if len(table) else table
         if len(scored):
-            summary[SCORE] = float(scored["best_val_map50"].max())
+            summary[SCORE] = float(scored[SCORE].iloc[0])
         summary.update({hours: float(table["device_hours"].sum()) if len(table) else 0.0, "wall_s": wall_s})
         params = [Param(f"fixed.{k}", param_text(v)) for k, v in sorted(space.fixed.items())]
         params += [Param(k, param_text(getattr(space, k))) for k in ("searcher", "scheduler", "num_samples")]
@@ -377,11 +374,10 @@ def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, com
             metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()],
             params=[p for p in params if p.key not in existing],  # params cannot change; a resume logs them once
         )
-        client.set_tag(parent, "mlflow.note.content", sweep_note(callback, folder, space, table))
-        board = folder / "leaderboard.csv"
-        if board.is_file():
-            client.log_artifact(parent, str(board))
-            for png in plots.sweep_plots(board, space, folder / "plots"):
+        client.set_tag(parent, "mlflow.note.content", sweep_note(callback, sweep, space, table))
+        if sweep.board_file.is_file():
+            client.log_artifact(parent, str(sweep.board_file))
+            for png in plots.sweep_plots(sweep.board(), space, sweep.plots_dir):
                 client.log_artifact(parent, str(png), artifact_path="plots")
         client.set_terminated(parent, "FINISHED" if complete else "KILLED")
 
@@ -389,29 +385,29 @@ def close_sweep(callback: MLflowCallback, folder: Path, space: Space, table, com
     tracker.safe("closing the sweep's run", _parent)
 
 
-def sweep_note(callback: MLflowCallback, folder: Path, space: Space, table) -> str:
+def sweep_note(callback: MLflowCallback, sweep: Sweep, space: Space, table) -> str:
     """The parent run's description (markdown): the top trials, linked to their runs, and how to export the best."""
     import pandas as pd
 
     exp = callback.tracker.experiment_id()
     counts = ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()) if len(table) else "no trial"
     lines = [
-        f"**Sweep {folder.name}**: {len(table)} trials ({counts}), searcher {space.searcher}, scheduler "
-        f"{space.scheduler}. Trial score: best val_map50 (mask AP@0.5, top 100 detections).",
+        f"**Sweep {sweep.name}**: {len(table)} trials ({counts}), searcher {space.searcher}, scheduler "
+        f"{space.scheduler}. Trial score: {SCORE}, the best val_map50 (mask AP@0.5, top 100 detections).",
         "",
     ]
     names = space.searched_names()
-    lines.append("| rank | trial | status | val_map50_best | epoch | " + " | ".join(names) + " |")
+    lines.append(f"| rank | trial | status | {SCORE} | epoch | " + " | ".join(names) + " |")
     lines.append("|---" * (5 + len(names)) + "|")
     for rank, (_, row) in enumerate(table.head(5).iterrows(), 1):
         run_id = callback.runs.get(row["trial_id"])
         label = f"{int(row['trial']):02d} ({row['trial_id']})"
         trial = f"[{label}](#/experiments/{exp}/runs/{run_id})" if run_id else label
-        score = "" if pd.isna(row["best_val_map50"]) else f"{row['best_val_map50']:.4f}"
+        score = "" if pd.isna(row[SCORE]) else f"{row[SCORE]:.4f}"
         epoch = "" if pd.isna(row["best_epoch"]) else int(row["best_epoch"])
         values = " | ".join(param_text(row.get(f"hp.{n}", "")) for n in names)
         lines.append(f"| {rank} | {trial} | {row['status']} | {score} | {epoch} | {values} |")
-    lines += ["", f"Export the best: `python -m search.export --best --results {folder.parent} --name {folder.name}`"]
+    lines += ["", f"Export the best: `python -m search.export --best --results {sweep.results} --name {sweep.name}`"]
     return "\n".join(lines)
 
 
@@ -419,8 +415,8 @@ class RerunCallback(MLflowCallback):
     """Confirmation and refit trials (search.reruns) as runs under the sweep's run: named for the sweep trial they
     re-train (and the fold), tagged with their role and that trial, params with the fold's validation tiles."""
 
-    def __init__(self, tracker: Tracker, parent_run_id: str, space: Space, folder: Path, sweep: str):
-        super().__init__(tracker, parent_run_id, space, 0, folder)
+    def __init__(self, tracker: Tracker, parent_run_id: str, space: Space, rerun: Experiment, sweep: str):
+        super().__init__(tracker, parent_run_id, space, 0, rerun)
         self.sweep = sweep
 
     def labels(self, config: dict, number: int) -> tuple[str, dict, dict]:
@@ -475,11 +471,7 @@ def log_confirmation(tracker: Tracker, parent: str, space: Space, sweep: str, ta
         found = tracker.safe("finding a trial's run", tracker.find_child, parent, row.trial_id)
         if found is None:
             continue
-        values = {
-            "confirm_mean_val_map50": row.mean_val_map50,
-            "confirm_std_val_map50": row.std_val_map50,
-            "confirm_folds": row.folds_scored,
-        }
+        values = {k: getattr(row, k) for k in (outcome.CONFIRM_MEAN, outcome.CONFIRM_STD, outcome.CONFIRM_FOLDS)}
         metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v == v]  # NaN: not enough folds
         tracker.safe("logging a confirmation", tracker.client.log_batch, found.info.run_id, metrics=metrics)
     tracker.safe("tagging the sweep's run", tracker.client.set_tag, parent, "nucleitune.confirmation", winner_note)

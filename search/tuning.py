@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from search.sweep import Experiment
+
 # Before Ray is imported: the classic progress table, no usage stats, no snapshot-sync warning.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -39,14 +41,9 @@ def ray_error(address: str | None, e: Exception) -> str:
     return f"error: {'--address ' + address if address else 'local Ray'}: {reason}"
 
 
-def trial_dirname(trial) -> str:
-    """A trial's folder in its experiment: trial_<id> (leaderboard, MLflow and export find trials by it)."""
-    return f"trial_{trial.trial_id}"
-
-
 def tune_names() -> dict:
-    """TuneConfig arguments that name trials: folder trial_<id>, name <id>."""
-    return {"trial_dirname_creator": trial_dirname, "trial_name_creator": lambda t: t.trial_id}
+    """TuneConfig arguments that name trials: their folder as search.sweep lays it out, name <id>."""
+    return {"trial_dirname_creator": Experiment.trial_dirname, "trial_name_creator": lambda t: t.trial_id}
 
 
 def run_config(folder: Path, space, reporter, callbacks: list, score: str | None):

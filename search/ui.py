@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from search.sweeps import EXPERIMENT, VIEW_TAG_PREFIX, UsageError, read_settings, sweep_folder, view_key
+from search.sweep import EXPERIMENT, VIEW_TAG_PREFIX, Sweep, UsageError, view_key
 from trainable.cli import OneLineParser
 from trainable.metrics import SCORE
 
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     results = Path(args.results).resolve()
     try:
-        folder = sweep_folder(results, args.name)
-        saved = read_settings(folder, needs=())  # the MLflow store is all the UI needs
+        sweep = Sweep.open(results, args.name)
+        saved = sweep.saved(needs=())  # the MLflow store is all the UI needs
         uri = saved.get("mlflow_uri", "off")
         if uri == "off":
-            raise UsageError(f"{folder}: this sweep ran with MLflow off")
+            raise UsageError(f"{sweep.folder}: this sweep ran with MLflow off")
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _stop)
     with open(log_path, "a") as log:
         proc = subprocess.Popen(
-            server_command(uri, args.host, port, results / "mlartifacts"),
+            server_command(uri, args.host, port, sweep.artifact_root(uri)),
             env=server_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_ready(url, proc)
             table, charts = sweep_pages(url, parent)
-            print(f"MLflow UI (sweep {folder.name}):\nruns: {table}", flush=True)
+            print(f"MLflow UI (sweep {sweep.name}):\nruns: {table}", flush=True)
             if charts:
                 print(f"charts: {charts}", flush=True)
             print(f"(server log: {log_path}; Ctrl-C to stop)", flush=True)

@@ -59,7 +59,7 @@ def _sweep(results: Path, name: str, board: bool = True) -> Path:
     folder.mkdir(parents=True)
     (folder / "sweep.json").write_text(json.dumps({"settings": {"data": "/nowhere"}, "overrides": {}}))
     if board:
-        (folder / "leaderboard.csv").write_text("trial_id,status,best_val_map50\nabc123,finished,0.1\n")
+        (folder / "leaderboard.csv").write_text("trial_id,status,val_map50_best\nabc123,finished,0.1\n")
     return folder
 
 
@@ -72,7 +72,7 @@ def _ended_sweep(results: Path, name: str, space: Path, data: Path, **damage: st
     files = {
         "space.yaml": yaml.safe_dump(doc),
         "sweep.json": json.dumps({"settings": settings, "overrides": {}, "mlflow_uri": "off"}),
-        "leaderboard.csv": "trial_id,trial,status,best_val_map50\nabc123,1,finished,0.1\n",
+        "leaderboard.csv": "trial_id,trial,status,val_map50_best\nabc123,1,finished,0.1\n",
         "trial_abc123/params.json": json.dumps({"lr": 0.01, "epochs": 2}),
         "trial_abc123/checkpoint_000000/state.json": json.dumps({"metrics": {"val_map50": 0.1}}),
         **damage,
@@ -341,10 +341,10 @@ def _corpus(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
     damaged("export-board-columns", "search.export", "lb-cols", "leaderboard.csv", "trial_id", flags=("--trial", "x"))
     binary = {"leaderboard.csv": b"\xff\xfe\x00\x81 not text"}
     damaged("export-board-binary", "search.export", "lb-bin", "leaderboard.csv", *unreadable, flags=best, **binary)
-    score = {"leaderboard.csv": "trial_id,trial,status,best_val_map50\nabc123,1,finished,high\n"}
-    damaged("export-board-score", "search.export", "lb-score", "leaderboard.csv", "best_val_map50", flags=best, **score)
+    score = {"leaderboard.csv": "trial_id,trial,status,val_map50_best\nabc123,1,finished,high\n"}
+    damaged("export-board-score", "search.export", "lb-score", "leaderboard.csv", "val_map50_best", flags=best, **score)
 
-    confirmed = "trial,trial_id,mean_val_map50,std_val_map50,folds_scored\n1,abc123,0.1,,1\n"
+    confirmed = "trial,trial_id,confirm_mean,confirm_std,confirm_folds\n1,abc123,0.1,,1\n"
     bad_jobs = {"confirm/jobs.json": "{oops", "confirm/confirm.csv": confirmed}
     damaged("confirm-jobs-json", "search.confirm", "cj", "jobs.json", *unreadable, flags=confirm_flags, **bad_jobs)
     damaged("export-confirm-jobs-json", "search.export", "cj", "jobs.json", *unreadable, flags=best)
@@ -355,9 +355,9 @@ def _corpus(tmp: Path) -> list[tuple[str, list[str], list[str]]]:
     damaged("confirm-ranking-binary", "search.confirm", "cc-bin", "confirm.csv", *unreadable, **ranking)
     damaged("export-ranking-binary", "search.export", "cc-bin", "confirm.csv", *unreadable, flags=best)
     ranking = {"confirm/jobs.json": json.dumps([job]), "confirm/confirm.csv": "trial_id\nabc123\n"}
-    damaged("export-ranking-columns", "search.export", "cc-cols", "confirm.csv", "mean_val", flags=best, **ranking)
+    damaged("export-ranking-columns", "search.export", "cc-cols", "confirm.csv", "confirm_mean", flags=best, **ranking)
     stopped = {
-        "leaderboard.csv": "trial_id,trial,status,best_val_map50\nabc123,1,stopped_early,0.1\n",
+        "leaderboard.csv": "trial_id,trial,status,val_map50_best\nabc123,1,stopped_early,0.1\n",
         "confirm/jobs.json": json.dumps([{**job, "fold": 0}]),
         "confirm/confirm.csv": confirmed,
         "confirm/trial_x0/params.json": "{",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from search.leaderboard import trial_reports
+from search.sweep import reports as trial_reports
 from search.ui import free_port
 from tests.conftest import ROOT
 from tests.conftest import sweep_space as _space

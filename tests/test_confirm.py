@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from search.confirm import make_folds
-from search.sweeps import UsageError
+from search.sweep import UsageError
 from tests.conftest import DUP_TILE, ROOT, SAMPLE_DATA, sweep_space
 from trainable.metrics import SCORE
 
@@ -138,18 +138,18 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(four_ti
         assert set(state["images"]["train"]) == sweep_tiles - set(job["split"]["val_ids"])
     assert sum(len(f) for f in fold_scores.values()) == 4  # each (trial, fold) once, across the two launches
     confirm = pd.read_csv(folder / "confirm" / "confirm.csv", dtype={"trial_id": str})
-    from search.leaderboard import read
+    from search.sweep import Sweep
 
-    board = read(folder)
+    board = Sweep(folder).board()
     assert set(confirm["trial_id"]) == set(board["trial_id"]) == set(fold_scores)
     for row in confirm.itertuples():
-        sweep_score = board.loc[board["trial_id"] == row.trial_id, "best_val_map50"].item()
+        sweep_score = board.loc[board["trial_id"] == row.trial_id, "val_map50_best"].item()
         unseen = [fold_scores[row.trial_id][1], fold_scores[row.trial_id][2]]  # the folds that did not choose it
         assert [row.fold_0, row.fold_1, row.fold_2] == pytest.approx([sweep_score, *unseen])
-        assert row.mean_val_map50 == pytest.approx(statistics.mean(unseen))
-        assert row.std_val_map50 == pytest.approx(statistics.stdev(unseen))
-        assert board.loc[board["trial_id"] == row.trial_id, "confirm_mean"].item() == pytest.approx(row.mean_val_map50)
-    assert confirm["mean_val_map50"].is_monotonic_decreasing
+        assert row.confirm_mean == pytest.approx(statistics.mean(unseen))
+        assert row.confirm_std == pytest.approx(statistics.stdev(unseen))
+        assert board.loc[board["trial_id"] == row.trial_id, "confirm_mean"].item() == pytest.approx(row.confirm_mean)
+    assert confirm["confirm_mean"].is_monotonic_decreasing
     assert "confirm_mean" not in pd.read_csv(folder / "leaderboard.csv").columns  # read from confirm/, never copied
 
     # A trial that ASHA had stopped early is re-trained on fold 0 on the sweep's own training tiles.
@@ -161,7 +161,7 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(four_ti
     board_csv = pd.read_csv(stopped / "leaderboard.csv", dtype={"trial_id": str})
     board_csv.loc[0, "status"] = "stopped_early"
     board_csv.to_csv(stopped / "leaderboard.csv", index=False)
-    jobs, _ = plan(stopped, 1, 3)
+    jobs = plan(Sweep(stopped), 1, 3).rerun.jobs
     ids = [DUP_TILE, *OTHER_TILES]
     assert [j["fold"] for j in jobs] == [0, 1, 2]
     for j in jobs:
@@ -187,16 +187,16 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(four_ti
     import base64
     import zlib
 
-    from search.sweeps import VIEW_TAG_PREFIX, view_key
+    from search.sweep import VIEW_TAG_PREFIX, view_key
 
     experiment = client.get_experiment_by_name("nucleitune")
     view = json.loads(experiment.tags[f"{VIEW_TAG_PREFIX}{view_key(parent)}"])
     columns = json.loads(zlib.decompress(base64.b64decode(view["state"].removeprefix("deflate;"))))["selectedColumns"]
-    assert {"metrics.`confirm_mean_val_map50`", "metrics.`confirm_std_val_map50`"} <= set(columns)
+    assert {"metrics.`confirm_mean`", "metrics.`confirm_std`"} <= set(columns)
     trial_runs = [r for r in runs if r.data.tags.get("nucleitune.role") == "trial"]
     for r in trial_runs:
-        mean = confirm.loc[confirm["trial_id"] == r.data.tags["nucleitune.trial_id"], "mean_val_map50"].item()
-        assert r.data.metrics["confirm_mean_val_map50"] == pytest.approx(mean)
+        mean = confirm.loc[confirm["trial_id"] == r.data.tags["nucleitune.trial_id"], "confirm_mean"].item()
+        assert r.data.metrics["confirm_mean"] == pytest.approx(mean)
 
     # Refit: the confirmed winner on every labelled tile (the left-out one too), no validation, then a submission.
     all_tiles = {DUP_TILE, *OTHER_TILES}
@@ -239,18 +239,19 @@ def test_confirm_ranks_by_mean_over_folds_and_refit_trains_on_every_tile(four_ti
 
 
 def test_a_confirmed_winner_ships_its_fold_0_checkpoint_and_a_stale_ranking_ships_nothing(tmp_path):
-    """leaderboard.winner: the confirmed winner's checkpoint must come from its whole schedule on the sweep's split;
+    """Sweep.winner: the confirmed winner's checkpoint must come from its whole schedule on the sweep's split;
     a ranking lives with the jobs it came from (deleting confirm/ deletes it); a winner whose checkpoint to ship is
     missing, or a ranking of other jobs, is one error, never a silent fallback to a checkpoint ASHA cut short."""
-    from search.leaderboard import winner
+    from search.sweep import Sweep
 
+    winner = Sweep(tmp_path).winner
     board = pd.DataFrame(
         [
-            {"trial_id": "aaa", "trial": 1, "status": "finished", "best_val_map50": 0.30},
-            {"trial_id": "bbb", "trial": 2, "status": "stopped_early", "best_val_map50": 0.20},
+            {"trial_id": "aaa", "trial": 1, "status": "finished", "val_map50_best": 0.30},
+            {"trial_id": "bbb", "trial": 2, "status": "stopped_early", "val_map50_best": 0.20},
         ]
     )
-    assert winner(tmp_path, board)[0]["trial_id"] == "aaa"  # no confirmation: the highest score
+    assert winner(board)[0]["trial_id"] == "aaa"  # no confirmation: the highest score
     confirm = tmp_path / "confirm"
     jobs = []
     for name, trial_id, fold in (("trial_x1", "bbb", 1), ("trial_x0", "bbb", 0), ("trial_y0", "aaa", 1)):
@@ -259,22 +260,22 @@ def test_a_confirmed_winner_ships_its_fold_0_checkpoint_and_a_stale_ranking_ship
         (confirm / name / "params.json").write_text(json.dumps({"job": jobs[-1]}))
     (confirm / "jobs.json").write_text(json.dumps(jobs))
     means = (("bbb", 0.25), ("aaa", 0.2))
-    ranking = pd.DataFrame([{"trial_id": t, "mean_val_map50": m, "folds_scored": 2} for t, m in means])
+    ranking = pd.DataFrame([{"trial_id": t, "confirm_mean": m, "confirm_folds": 2} for t, m in means])
     ranking.to_csv(confirm / "confirm.csv", index=False)
-    row, why, trial_dir = winner(tmp_path, board)
+    row, why, trial_dir = winner(board)
     assert row["trial_id"] == "bbb" and "confirmed winner" in why
     assert trial_dir == confirm / "trial_x0"  # not the sweep's trial_bbb, cut short by ASHA
     board.loc[1, "status"] = "finished"
-    assert winner(tmp_path, board)[2] == tmp_path / "trial_bbb"
+    assert winner(board)[2] == tmp_path / "trial_bbb"
     board.loc[1, "status"] = "stopped_early"
 
     shutil.rmtree(confirm / "trial_x0")  # the fold-0 retrain to ship is gone
     missing = r"trial 02 \(bbb\), was stopped early in the sweep and its fold-0 retrain.*missing"
     with pytest.raises(UsageError, match=missing):
-        winner(tmp_path, board)
+        winner(board)
     (confirm / "jobs.json").write_text(json.dumps(jobs[:1]))  # the ranking is not of the jobs beside it
     with pytest.raises(UsageError, match="does not match the confirmation jobs beside it"):
-        winner(tmp_path, board)
+        winner(board)
     shutil.rmtree(confirm)  # what `search.confirm` says to do to confirm anew: the ranking goes with it
     ranking.to_csv(tmp_path / "confirm.csv", index=False)  # where an older version left it: not a ranking to trust
-    assert winner(tmp_path, board)[2] == tmp_path / "trial_aaa"
+    assert winner(board)[2] == tmp_path / "trial_aaa"

@@ -47,11 +47,11 @@ def test_best_picks_the_best_trials_best_checkpoint(swept, dup_data, tmp_path):
     p = _export("--best", "--results", str(folder.parent), "--name", folder.name, "--out", str(tmp_path / "a.json"))
     assert p.returncode == 0, p.stderr[-3000:]
     board = pd.read_csv(folder / "leaderboard.csv", dtype={"trial_id": str})
-    best = board.sort_values("best_val_map50", ascending=False).iloc[0]
-    assert f"({best['trial_id']}), best val_map50 " in p.stdout
+    best = board.sort_values("val_map50_best", ascending=False).iloc[0]
+    assert f"({best['trial_id']}), the highest val_map50_best, " in p.stdout
     used = p.stdout.split("checkpoint ")[1].split()[0]
     state = json.loads((folder / f"trial_{best['trial_id']}" / used / "state.json").read_text())
-    assert state["metrics"]["val_map50"] == pytest.approx(best["best_val_map50"])
+    assert state["metrics"]["val_map50"] == pytest.approx(best["val_map50_best"])
 
 
 def test_ground_truth_submission_scores(shared_data, cache_dir, tmp_path):
@@ -97,7 +97,7 @@ def test_corrupted_inputs(pretrained, dup_data, tmp_path):
     sweep = tmp_path / "results" / "s"
     sweep.mkdir(parents=True)
     (sweep / "space.yaml").write_text("{}")
-    pd.DataFrame([{"trial_id": "a", "status": "error", "best_val_map50": None, "path": ""}]).to_csv(
+    pd.DataFrame([{"trial_id": "a", "status": "error", "val_map50_best": None, "path": ""}]).to_csv(
         sweep / "leaderboard.csv", index=False
     )
     _one_line_error(_export("--best", "--results", str(tmp_path / "results")), "no finished trial")

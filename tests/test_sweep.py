@@ -50,7 +50,7 @@ def test_sweep_asha_stops_a_bad_trial_and_optuna_learns(dup_data, cache_dir, pre
     good = board[board["hp.score_thresh_test"] == 0.05]
     bad = board[board["hp.score_thresh_test"] == 0.9999]
     finished = good[good["status"] == "finished"]
-    assert len(finished) >= 1 and (finished["epochs_run"] == 3).all() and (good["best_val_map50"] > 0).all()
+    assert len(finished) >= 1 and (finished["epochs_run"] == 3).all() and (good["val_map50_best"] > 0).all()
     assert len(bad) >= 1 and (bad["status"] == "stopped_early").all() and (bad["epochs_run"] == 1).all()
     assert bad["stopped_early"].astype(bool).all()
     assert "best: trial" in p.stdout and "leaderboard:" in p.stdout
@@ -90,7 +90,7 @@ def test_sweep_asha_stops_a_bad_trial_and_optuna_learns(dup_data, cache_dir, pre
     trials = searcher.searcher._ot_study.trials
     assert len(trials) == 3
     complete = sorted(t.value for t in trials if t.state == TrialState.COMPLETE)
-    assert complete == pytest.approx(sorted(board.loc[board["status"] == "finished", "best_val_map50"]))
+    assert complete == pytest.approx(sorted(board.loc[board["status"] == "finished", "val_map50_best"]))
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert len(pruned) == (board["status"] == "stopped_early").sum() >= 1
     # Their scores at the rungs they reached, as progress steps (thousandths of the schedule) before its end.
@@ -163,7 +163,7 @@ def test_tracking_server_down_does_not_stop_the_sweep(dup_data, cache_dir, tmp_p
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "warning: MLflow" in p.stderr and "the sweep goes on" in p.stderr
     board = pd.read_csv(tmp_path / "results" / "down" / "leaderboard.csv")
-    assert board["status"].tolist() == ["finished"] and board["best_val_map50"].notna().all()
+    assert board["status"].tolist() == ["finished"] and board["val_map50_best"].notna().all()
 
 
 def test_sweep_where_every_trial_diverges_exits_non_zero_with_reasons(dup_data, cache_dir, tmp_path):
@@ -207,7 +207,7 @@ def test_raising_trial_is_retried_from_its_checkpoint_and_a_nan_trial_fails_alon
     assert len(board) == 2 and board["trial_id"].is_unique
     good = board[board["hp.lr"] == 0.01].iloc[0]
     bad = board[board["hp.lr"] == 1e6].iloc[0]
-    assert good["status"] == "finished" and good["epochs_run"] == 3 and good["best_val_map50"] >= 0
+    assert good["status"] == "finished" and good["epochs_run"] == 3 and good["val_map50_best"] >= 0
     assert bad["status"] == "failed" and "NaN/Inf" in bad["failure_reason"]
 
     good_dir = Path(good["path"])
