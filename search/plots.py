@@ -110,7 +110,7 @@ def sweep_plots(board: pd.DataFrame, space: Space, out_dir: Path) -> list[Path]:
                     ax.scatter(xs, board.loc[part, SCORE], marker=marker, c=colour, label=status)
             if categorical:
                 ax.set_xticks(range(len(cats)), cats, rotation=20, fontsize=7)
-            elif space.params.get(name) is not None and space.params[name].kind == "loguniform":
+            elif getattr(space.params.get(name), "log", False):
                 ax.set_xscale("log")
             ax.set(xlabel=label, ylabel="trial score")
         axes.flat[0].legend(fontsize=7)

@@ -200,11 +200,8 @@ def interrupt_after(seconds: float) -> threading.Timer:
 
 
 def _searched_names(space: Space) -> list[str]:
-    return (
-        [n for n in space.params if n != "decay"]
-        + ([f"decay_{i}" for i in range(1, space.params["decay"].count[1] + 1)] if "decay" in space.params else [])
-        + (["seed"] if space.trial_seeds == "per_trial" else [])
-    )
+    keys = [k for p in space.params.values() for k in p.keys()]  # the searcher's config keys
+    return keys + (["seed"] if space.trial_seeds == "per_trial" else [])
 
 
 def save_sweep(args, space: Space, settings: Settings, sweep: Sweep) -> None:

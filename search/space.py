@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from search.distributions import KINDS, Choice, Distribution, Milestones
 from trainable.cli import did_you_mean
 from trainable.config import (
     ALIASES,
@@ -33,7 +34,7 @@ from trainable.metrics import STEPS
 SEARCHERS = ("optuna", "random", "grid")
 TRIAL_SEEDS = ("shared", "per_trial")  # every trial gets the space's `seed` hyperparameter, or one of its own
 SCHEDULERS = ("asha", "fifo")
-DISTRIBUTIONS = ("choice", "int", "uniform", "loguniform", "fixed", "milestones")
+DISTRIBUTIONS = (*KINDS, "fixed")  # a parameter's kind in a space file
 TOP_KEYS = {
     "name": str,
     "description": str,
@@ -54,11 +55,6 @@ TOP_KEYS = {
 }
 
 
-def hp_name(param: str) -> str:
-    """The hyperparameter a searched parameter sets: `decay` (milestones) sets decay_epochs, the others their own."""
-    return "decay_epochs" if param == "decay" else param
-
-
 def param_text(v) -> str:
     """A param as people read it: 4 significant digits, lists as 20, 50, 80 (exact values: the leaderboard)."""
     if isinstance(v, bool) or v is None:
@@ -75,23 +71,10 @@ class SpaceError(ValueError):
 
 
 @dataclass
-class Param:
-    """One searched hyperparameter. `milestones` samples sorted fractions of `epochs` -> decay_epochs."""
-
-    name: str
-    kind: str
-    values: list = field(default_factory=list)  # choice
-    low: float = 0.0
-    high: float = 0.0
-    step: int | float | None = None  # int
-    count: tuple[int, int] = (1, 1)  # milestones: how many (a range makes it searched)
-
-
-@dataclass
 class Space:
     path: Path
     name: str
-    params: dict[str, Param]
+    params: dict[str, Distribution]
     fixed: dict[str, Any]
     settings: dict[str, Any]
     searcher: str = "optuna"
@@ -114,18 +97,11 @@ class Space:
     def epochs_values(self) -> list:
         """Every value of `epochs` a trial of this space can have."""
         p = self.params.get("epochs")
-        if p is None:
-            return [self.fixed.get("epochs", DEFAULTS["epochs"])]
-        if p.kind == "choice":
-            return list(p.values)
-        if p.kind == "int":
-            return list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
-        return [p.low, p.high]
+        return [self.fixed.get("epochs", DEFAULTS["epochs"])] if p is None else p.points()
 
     def searched_names(self) -> list[str]:
         """The hyperparameters the sweep searches, as recorded (decay milestones as decay_epochs; per-trial seeds)."""
-        names = [n for n in self.params if n != "decay"] + (["decay_epochs"] if "decay" in self.params else [])
-        return names + (["seed"] if self.trial_seeds == "per_trial" else [])
+        return [p.hp for p in self.params.values()] + (["seed"] if self.trial_seeds == "per_trial" else [])
 
     def trial_count(self) -> int:
         """How many trials the sweep runs: num_samples, or for grid every combination plus each point."""
@@ -151,18 +127,14 @@ class Space:
         """A trial's full hyperparameters: defaults, fixed values and searched ones (milestones -> decay_epochs), and
         its own seed under `trial_seeds: per_trial`."""
         hp = dict(self.fixed)
-        for name, p in self.params.items():
-            if p.kind != "milestones" and name in config:
-                hp[name] = config[name]
+        hp.update({p.hp: config[p.name] for p in self.params.values() if p.hp == p.name and p.drawn(config)})
         if self.trial_seeds == "per_trial":
             hp["seed"] = int(config["seed"])
         hp = with_defaults(hp)
         for name, p in self.params.items():
-            if p.kind == "milestones" and f"{name}_1" in config:
-                n = int(config.get(f"{name}_count", p.count[0]))
-                fractions = sorted(config[f"{name}_{i}"] for i in range(1, n + 1))
-                hp["decay_epochs"] = [max(1, round(f * hp["epochs"])) for f in fractions]
-            elif (p.kind == "milestones" or name not in config) and acts(hp_name(name), hp):
+            if p.drawn(config):
+                hp[p.hp] = p.value(config, hp)
+            elif acts(p.hp, hp):
                 raise KeyError(name)  # only a parameter that does not act may be left undrawn (define_by_run)
         hp["decay_epochs"] = decays_that_happen(hp["decay_epochs"], hp["epochs"])
         return as_run(hp, searched=self.params)
@@ -183,18 +155,8 @@ class Space:
         drawn: dict = {}
         for name in self.draw_order():
             p = self.params[name]
-            if not acts(hp_name(name), with_defaults({**self.fixed, **drawn})):
-                continue
-            if p.kind == "choice":
-                drawn[name] = trial.suggest_categorical(name, p.values)
-            elif p.kind == "int":
-                drawn[name] = trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1))
-            elif p.kind in ("uniform", "loguniform"):
-                drawn[name] = trial.suggest_float(name, p.low, p.high, log=p.kind == "loguniform")
-            elif p.kind == "milestones":
-                n = trial.suggest_int(f"{name}_count", *p.count) if p.count[0] != p.count[1] else p.count[0]
-                for i in range(1, n + 1):
-                    trial.suggest_float(f"{name}_{i}", p.low, p.high)
+            if acts(p.hp, with_defaults({**self.fixed, **drawn})):
+                drawn.update(p.suggest(trial))
         # Constants returned here join the trial's config without being searched (TPE does not model them).
         return {"seed": self.trial_seed(trial.number)} if self.trial_seeds == "per_trial" else None
 
@@ -203,20 +165,8 @@ class Space:
         from ray import tune
 
         space: dict = {}
-        for name, p in self.params.items():
-            if p.kind == "choice":
-                space[name] = tune.grid_search(p.values) if self.searcher == "grid" else tune.choice(p.values)
-            elif p.kind == "int":
-                space[name] = tune.qrandint(int(p.low), int(p.high), int(p.step or 1))
-            elif p.kind == "uniform":
-                space[name] = tune.uniform(p.low, p.high)
-            elif p.kind == "loguniform":
-                space[name] = tune.loguniform(p.low, p.high)
-            elif p.kind == "milestones":
-                if p.count[0] != p.count[1]:
-                    space[f"{name}_count"] = tune.randint(p.count[0], p.count[1] + 1)
-                for i in range(1, p.count[1] + 1):
-                    space[f"{name}_{i}"] = tune.uniform(p.low, p.high)
+        for p in self.params.values():
+            space.update(p.domain(grid=self.searcher == "grid"))
         if self.trial_seeds == "per_trial":  # drawn from the searcher's seeded random state
             space["seed"] = tune.randint(0, 2**31 - 1)
         return space
@@ -224,18 +174,14 @@ class Space:
     def searched_point(self, point: dict) -> dict:
         """A user-facing point (hyperparameter names, decay_epochs in epochs) -> the searcher's parameter names."""
         out = {}
-        epochs = point.get("epochs", self.fixed.get("epochs", DEFAULTS["epochs"]))
-        for name, p in self.params.items():
-            if hp_name(name) not in point:  # a conditional parameter that does not act in this point
-                continue
-            if p.kind == "milestones":
-                decays = sorted(point["decay_epochs"])
-                if p.count[0] != p.count[1]:
-                    out[f"{name}_count"] = len(decays)
-                out.update({f"{name}_{i}": d / epochs for i, d in enumerate(decays, start=1)})
-            else:
-                out[name] = point[name]
+        epochs = self.point_epochs(point)
+        for p in self.params.values():
+            if p.hp in point:  # else a conditional parameter that does not act in this point
+                out.update(p.to_config(point[p.hp], epochs))
         return out
+
+    def point_epochs(self, point: dict) -> float:
+        return point.get("epochs", self.fixed.get("epochs", DEFAULTS["epochs"]))
 
 
 def decays_that_happen(decay_epochs: list, epochs: float) -> list:
@@ -252,69 +198,25 @@ def _err(path: Path, key: str, msg: str) -> SpaceError:
     return SpaceError(f"{path}: {key}: {msg}")
 
 
-def _number(path: Path, key: str, v: Any, integer: bool = False) -> float:
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok:
-        raise _err(path, key, f"expected {'an integer' if integer else 'a number'}, got {v!r}")
-    return v
-
-
-def _range(path: Path, key: str, v: Any, integer: bool = False) -> tuple[float, float]:
-    if not (isinstance(v, list) and len(v) == 2):
-        raise _err(path, key, f"expected [low, high], got {v!r}")
-    low, high = (_number(path, key, x, integer) for x in v)
-    if not low < high:
-        raise _err(path, key, f"empty or inverted range [{low}, {high}]")
-    return low, high
-
-
-def _param(path: Path, name: str, spec: Any) -> Param:
+def _param(path: Path, name: str, spec: Any) -> Distribution | None:
+    """A searched parameter of the space file (None for `fixed`: a constant, not a distribution)."""
     key = f"params.{name}"
     if not isinstance(spec, dict) or len(set(spec) & set(DISTRIBUTIONS)) != 1:
         raise _err(path, key, f"expected exactly one of {list(DISTRIBUTIONS)}, got {spec!r}")
     kind = next(k for k in spec if k in DISTRIBUTIONS)
-    extra = set(spec) - {kind} - ({"step"} if kind == "int" else {"count"} if kind == "milestones" else set())
+    extra = set(spec) - {kind} - set(KINDS[kind].options if kind in KINDS else ())
     if extra:
         raise _err(path, key, f"unknown key(s) {sorted(extra)} for a {kind} parameter")
-    v = spec[kind]
-    if kind == "choice":
-        if not isinstance(v, list) or not v:
-            raise _err(path, key, f"choice needs a non-empty list, got {v!r}")
-        if name == "backbone":
-            bad = [b for b in v if b not in BACKBONES]
-            if bad:
-                raise _err(path, key, f"unknown backbone(s) {bad}; choose from {sorted(BACKBONES)}")
-        return Param(name, kind, values=list(v))
     if kind == "fixed":
-        return Param(name, kind, values=[v])
-    if kind == "int":
-        low, high = _range(path, key, v, integer=True)
-        step = _number(path, f"{key}.step", spec.get("step", 1), integer=True)
-        if step < 1 or (high - low) % step:
-            raise _err(path, f"{key}.step", f"step {step} must be >= 1 and divide high - low ({high - low})")
-        return Param(name, kind, low=low, high=high, step=step)
-    if kind == "uniform":
-        low, high = _range(path, key, v)
-        return Param(name, kind, low=float(low), high=float(high))
-    if kind == "loguniform":
-        low, high = _range(path, key, v)
-        if low <= 0:
-            raise _err(path, key, f"log range must be > 0, got [{low}, {high}]")
-        return Param(name, kind, low=float(low), high=float(high))
-    # milestones: fractions of epochs
-    if name != "decay":
-        raise _err(path, key, "milestones is only for the parameter named 'decay' (it sets decay_epochs)")
-    low, high = _range(path, key, v)
-    if not (0 < low and high < 1):
-        raise _err(path, key, f"milestones are fractions of the epochs: need 0 < low < high < 1, got [{low}, {high}]")
-    count = spec.get("count", 1)
-    if isinstance(count, int) and not isinstance(count, bool):
-        count = [count, count]
-    if not (isinstance(count, list) and len(count) == 2) or not all(isinstance(c, int) for c in count):
-        raise _err(path, f"{key}.count", f"expected an integer or [min, max], got {count!r}")
-    if not 1 <= count[0] <= count[1]:
-        raise _err(path, f"{key}.count", f"need 1 <= min <= max, got {count}")
-    return Param(name, kind, low=float(low), high=float(high), count=(count[0], count[1]))
+        return None
+
+    def fail(suffix: str, message: str):
+        raise _err(path, key + suffix, message)
+
+    p = KINDS[kind].parse(name, spec, fail)
+    if name == "backbone" and isinstance(p, Choice) and (bad := [b for b in p.values if b not in BACKBONES]):
+        raise _err(path, key, f"unknown backbone(s) {bad}; choose from {sorted(BACKBONES)}")
+    return p
 
 
 def load_space(path: str | Path) -> Space:
@@ -330,15 +232,15 @@ def load_space(path: str | Path) -> Space:
         if isinstance(value, bool) or not isinstance(value, want):
             raise _err(path, key, f"expected {want.__name__}, got {type(value).__name__} {value!r}")
 
-    params: dict[str, Param] = {}
+    params: dict[str, Distribution] = {}
     fixed = dict(doc.get("fixed") or {})
     for name, spec in (doc.get("params") or {}).items():
         if name != "decay" and name not in DEFAULTS:
             hint = did_you_mean(name, [*DEFAULTS, "decay"], HPARAMS_DOC, ALIASES)
             raise _err(path, f"params.{name}", f"unknown hyperparameter; {hint}")
         p = _param(path, name, spec)
-        if p.kind == "fixed":
-            fixed[name] = p.values[0]
+        if p is None:
+            fixed[name] = spec["fixed"]
         else:
             params[name] = p
     if "decay" in params and "decay_epochs" in fixed:
@@ -385,7 +287,7 @@ def check_choices(space: Space, path: Path | str) -> None:
         raise _err(Path(path), "searcher", f"{space.searcher!r} is not one of {list(SEARCHERS)}")
     if space.scheduler not in SCHEDULERS:
         raise _err(Path(path), "scheduler", f"{space.scheduler!r} is not one of {list(SCHEDULERS)}")
-    if space.searcher == "grid" and any(p.kind != "choice" for p in space.params.values()):
+    if space.searcher == "grid" and not all(isinstance(p, Choice) for p in space.params.values()):
         raise _err(Path(path), "searcher", "grid needs every searched parameter to be a choice")
 
 
@@ -438,19 +340,7 @@ def corners(space: Space) -> list[dict]:
     """Configs at the corners of the space: every combination of the JOINT parameters' choices and range ends (the
     fewest decays at the earliest fraction and the most at the latest), then each end of every other parameter,
     the rest at their first ends. Cross-parameter problems show at a corner; every choice appears in one."""
-    axes: dict[str, list[dict]] = {}
-    for name, p in space.params.items():
-        if p.kind == "choice":
-            axes[name] = [{name: v} for v in p.values]
-        elif p.kind == "int":
-            axes[name] = [{name: int(p.low)}, {name: int(p.high)}]
-        elif p.kind in ("uniform", "loguniform"):
-            axes[name] = [{name: p.low}, {name: p.high}]
-        elif p.kind == "milestones":
-            axes[name] = [
-                {f"{name}_count": n, **{f"{name}_{i}": f for i in range(1, n + 1)}}
-                for n, f in ((p.count[0], p.low), (p.count[1], p.high))
-            ]
+    axes = {name: p.ends() for name, p in space.params.items()}
     joint = [a for n, a in axes.items() if n in JOINT]
     first = {k: v for n, a in axes.items() if n not in JOINT for k, v in a[0].items()}
     configs = [{**first, **{k: v for part in combo for k, v in part.items()}} for combo in itertools.product(*joint)]
@@ -468,10 +358,7 @@ def _check_corners(path: Path, space: Space) -> None:
             hint = did_you_mean(name, DEFAULTS, HPARAMS_DOC, ALIASES)
             raise _err(path, f"fixed.{name}", f"unknown hyperparameter; {hint}")
     p = space.params.get("warmup_epochs")
-    if p is None:
-        warmup_max = space.fixed.get("warmup_epochs", DEFAULTS["warmup_epochs"])
-    else:
-        warmup_max = max(p.values) if p.kind == "choice" else p.high
+    warmup_max = space.fixed.get("warmup_epochs", DEFAULTS["warmup_epochs"]) if p is None else p.largest()
     epochs_min = min(space.epochs_values())
     if warmup_max > epochs_min:
         raise _err(
@@ -492,7 +379,7 @@ def _check_corners(path: Path, space: Space) -> None:
         every = len(failures) == len(corners(space)) and len({m for _, m in failures}) == 1
         raise _err(path, "fixed" if every or not searched else f"fixed (with {searched})", message)
     d = space.params.get("decay")
-    if d is not None and all(max(1, round(d.low * e)) >= e for e in space.epochs_values()):
+    if isinstance(d, Milestones) and all(max(1, round(d.low * e)) >= e for e in space.epochs_values()):
         raise _err(
             path,
             "params.decay",
@@ -505,7 +392,7 @@ def _point(path: Path, i: int, point: Any, space: Space) -> dict:
     key = f"points_to_evaluate[{i}]"
     if not isinstance(point, dict):
         raise _err(path, key, f"expected a mapping of hyperparameters, got {point!r}")
-    searched = {hp_name(n) for n in space.params}
+    searched = {p.hp for p in space.params.values()}
     try:
         full = with_defaults({**space.fixed, **{k: v for k, v in point.items() if k in searched}})
     except ConfigError as e:
@@ -515,34 +402,13 @@ def _point(path: Path, i: int, point: Any, space: Space) -> dict:
     if missing or extra:
         raise _err(path, key, f"must set exactly the searched parameters that act in it {sorted(needed)}")
     point = {k: v for k, v in point.items() if k in needed}
-    out = space.searched_point(point)
-    for name, p in space.params.items():
-        if hp_name(name) not in point:
-            continue
-        if p.kind == "choice" and out[name] not in p.values:
-            raise _err(path, f"{key}.{name}", f"{out[name]!r} is not among the choices {p.values}")
-        if p.kind in ("int", "uniform", "loguniform") and not p.low <= out[name] <= p.high:
-            raise _err(path, f"{key}.{name}", f"{out[name]!r} is outside [{p.low}, {p.high}]")
-        if p.kind == "milestones":
-            n = len(point["decay_epochs"])
-            fr = [out[f"{name}_{j}"] for j in range(1, n + 1)]
-            if not p.count[0] <= n <= p.count[1] or not all(p.low <= f <= p.high for f in fr):
-                raise _err(
-                    path,
-                    f"{key}.decay_epochs",
-                    f"needs {p.count} decays within fractions [{p.low}, {p.high}] of epochs, got {fr}",
-                )
-    return out
+    epochs = space.point_epochs(point)
+    for p in space.params.values():
+        if p.hp in point and (problem := p.problem(point[p.hp], epochs)):
+            raise _err(path, f"{key}.{p.hp}", problem)
+    return space.searched_point(point)
 
 
 def describe(space: Space) -> str:
     """One line per searched parameter, for logs and --help-like summaries."""
-    lines = []
-    for p in space.params.values():
-        if p.kind == "choice":
-            lines.append(f"  {p.name}: choice {p.values}")
-        elif p.kind == "milestones":
-            lines.append(f"  decay_epochs: {p.count[0]}-{p.count[1]} sorted fractions in [{p.low}, {p.high}] of epochs")
-        else:
-            lines.append(f"  {p.name}: {p.kind} [{p.low}, {p.high}]" + (f" step {p.step}" if p.step else ""))
-    return "\n".join(lines)
+    return "\n".join(f"  {p.text()}" for p in space.params.values())

@@ -203,3 +203,30 @@ def test_corners_of_the_real_space_reach_every_choice(tmp_path):
     fixed_c4 = _write(tmp_path, "fixed: {backbone: R50-C4, weights: scratch, warmup_epochs: 0.5, mask_resolution: 28}")
     with pytest.raises(SpaceError, match="fixed: mask_resolution 28 needs an FPN backbone"):
         load_space(fixed_c4)
+
+
+def test_each_distribution_round_trips_its_values_and_refuses_what_is_outside():
+    """search.distributions: a value of a point to evaluate -> the searcher's config -> the trial's value again; its
+    ends belong to it; a value outside is named."""
+    import optuna
+
+    from search.distributions import Choice, Int, LogUniform, Milestones, Uniform
+
+    for d, inside, outside in (
+        (Choice("backbone", ["R50-FPN", "R50-C4"]), "R50-C4", "R18-FPN"),
+        (Int("epochs", 100, 200, 10), 150, 210),
+        (Uniform("brightness", 0.0, 0.3), 0.1, 0.5),
+        (LogUniform("lr", 1e-3, 1e-1), 0.01, 1.0),
+        (Milestones("decay", 0.1, 0.9, (1, 3)), [20, 50, 80], [5]),
+    ):
+        config = d.to_config(inside, 100)
+        assert set(config) <= set(d.keys()) and d.drawn(config)
+        assert d.value(config, {"epochs": 100}) == inside and d.problem(inside, 100) is None
+        assert d.problem(outside, 100), d.kind
+        for end in d.ends():
+            assert set(end) <= set(d.keys()) and d.drawn(end)
+        assert set(d.domain()) == set(d.keys())
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+        drawn = d.suggest(trial)
+        assert set(trial.params) <= set(d.keys()) and d.drawn(trial.params)
+        assert drawn == ({} if d.hp != d.name else {d.name: trial.params[d.name]})
