@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search import outcome
+from trainable import checkpoints
 from trainable.files import check_folder
-from trainable.metrics import METRIC, SCORE
+from trainable.metrics import SCORE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -223,18 +224,8 @@ def reports(trial_dir: str | Path) -> list[dict]:
 
 
 def best_checkpoint(trial_dir: Path) -> Path | None:
-    """The checkpoint folder of the trial in `trial_dir` with the highest val_map50 (ties: the earlier one)."""
-    best, best_value = None, -1.0
-    for d in sorted(Path(trial_dir).glob("checkpoint_*")):
-        state = d / "state.json"
-        if state.is_file():
-            metrics = read_json(state, dict, ("metrics",))["metrics"]
-            value = metrics.get(METRIC, -1.0) if isinstance(metrics, dict) else None
-            if not isinstance(value, (int, float)):
-                raise unreadable(state, f"metrics: expected a mapping with {METRIC}, a number")
-            if value > best_value:
-                best, best_value = d, value
-    return best
+    """The checkpoint folder of the trial in `trial_dir` with the highest val_map50 (trainable.checkpoints' rule)."""
+    return checkpoints.best_checkpoint(Path(trial_dir).glob("checkpoint_*"), unreadable)
 
 
 def latest_checkpoint(trial_dir: Path) -> Path | None:

@@ -63,6 +63,17 @@ def test_two_epochs_report_and_resume(small_data, cache_dir, tmp_path, caplog):
     assert set(torch.load(ckpt / "model.pth", weights_only=True)) == {"model"}  # weights only; the rest beside
     assert json.loads((ckpt / "state.json").read_text())["iteration"] == 2
     assert summary["failure_reason"] is None
+    # The trial score lives in the trainer's state (BestScoreHook's), saved in trainer.pth and restored from there.
+    trainer_state = torch.load(ckpt / "trainer.pth", weights_only=True)["trainer"]
+    assert trainer_state["hooks"]["BestScoreHook"] == {"best": first["val_map50_best"]}
+    planted = tmp_path / "planted"
+    shutil.copytree(ckpt, planted)
+    trainer_state["hooks"]["BestScoreHook"] = {"best": 0.99}  # higher than any tiny model scores
+    torch.save({"trainer": trainer_state}, planted / "trainer.pth")
+    carried = Recorder(tmp_path / "carried")
+    carried.keep.mkdir()
+    run_trial({**TINY, "epochs": 2}, settings, carried, tmp_path / "w4", resume_from=planted)
+    assert carried.reports[0][0]["val_map50_best"] == 0.99  # from trainer.pth, not re-read from state.json
 
     # A checkpoint whose training state was stripped (a best one, or one a killed driver resumes from) still resumes:
     # its weights, with a warning, a fresh optimizer and the LR schedule at its iteration; it trains to its end.
@@ -325,6 +336,7 @@ def test_local_reporter_keeps_trainer_state_in_the_latest_checkpoint_only(tmp_pa
         d.mkdir()
         for name in ("model.pth", TRAINER_STATE):
             (d / name).write_bytes(b"x")
+        (d / "state.json").write_text(json.dumps({"epoch": epoch, "metrics": {"val_map50": value}}))
         reporter({"epoch": epoch, "val_map50": value}, str(d))
     ckpts = tmp_path / "out" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_0001", "epoch_0003"]  # best and latest

@@ -8,10 +8,34 @@ that lost it still resumes (trainable.train.run_trial): its weights, with a fres
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from trainable.metrics import METRIC
+
 TRAINER_STATE = "trainer.pth"
+
+
+def best_checkpoint(checkpoints: Iterable[Path], unreadable: Callable[[Path, str], Exception]) -> Path | None:
+    """The checkpoint folder whose report has the highest val_map50 (ties: the first in order; None without a scored
+    one): what export ships, MLflow shows and a standalone trial keeps. `unreadable(state.json, why)` is the error
+    for a damaged state.json."""
+    best, best_value = None, -1.0
+    for d in sorted(map(Path, checkpoints)):
+        state = d / "state.json"
+        if not state.is_file():
+            continue
+        try:
+            metrics = json.loads(state.read_text()).get("metrics")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            raise unreadable(state, "not the JSON a trial writes") from None
+        value = metrics.get(METRIC, -1.0) if isinstance(metrics, dict) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise unreadable(state, f"metrics: expected a mapping with {METRIC}, a number")
+        if value > best_value:
+            best, best_value = d, value
+    return best
 
 
 def strip_trainer_state(checkpoints: list[Path], latest: Path, keep: Iterable[Path] = ()) -> None:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,9 +38,9 @@ from detectron2.utils.logger import setup_logger
 
 from trainable import overlay, rescore
 from trainable.augment import NucleiTrainMapper, build_augmentations, inference_augmentations, with_images
-from trainable.checkpoints import TRAINER_STATE, strip_trainer_state
+from trainable.checkpoints import TRAINER_STATE, best_checkpoint, strip_trainer_state
 from trainable.cli import OneLineParser
-from trainable.config import ConfigError, build_cfg, schedule, validate, with_defaults
+from trainable.config import ConfigError, build_cfg, schedule, validate
 from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
 from trainable.evaluate import COURSE_MAX_DETS, MaskAPEvaluator
 from trainable.files import check_folder, read_document
@@ -108,7 +108,7 @@ def train_loader(cfg, hp: dict, records: list[dict]):
 
 
 class NucleiTrainer(DefaultTrainer):
-    """DefaultTrainer with the nuclei mapper, no file writers, and a hook that evaluates + reports per epoch."""
+    """DefaultTrainer with the nuclei mapper, no file writers, and hooks that report per epoch (build_hooks)."""
 
     def __init__(
         self,
@@ -122,11 +122,10 @@ class NucleiTrainer(DefaultTrainer):
         amp_dtype: torch.dtype | None = None,
         report_at: list[int] | None = None,
     ):
-        hp = with_defaults(hp)  # a checkpoint's hparams from before a hyperparameter existed: its default
-        self.hp, self.data, self.report, self.eval_every, self.workdir = hp, data, report, eval_every, workdir
+        self.hp, self.data, self.report_fn, self.eval_every, self.workdir = hp, data, report, eval_every, workdir
         self.val_detections = val_detections
         self.report_at = list(report_at or [])  # progress steps to report at besides eval_every (ASHA's rungs)
-        self.best_score: float | None = None  # the trial score so far (trainable.metrics.SCORE)
+        self.pending: Report | None = None  # the report the hooks are making after this iteration
         super().__init__(cfg)  # AMPTrainer when cfg.SOLVER.AMP.ENABLED (build_cfg sets it from amp_dtype)
         if isinstance(self._trainer, AMPTrainer):
             self._trainer.precision = amp_dtype
@@ -139,59 +138,23 @@ class NucleiTrainer(DefaultTrainer):
         return train_loader(cfg, self.hp, self.data.train)
 
     def build_hooks(self):
+        """Timing and the LR schedule, then a report's hooks in order (each after_step): what to measure and when,
+        the trial score, the validation overlay, the checkpoint and the report itself; then the metric printer."""
         ipe = schedule(self.hp, len(self.data.train))["iters_per_epoch"]
         return [
             hooks.IterationTimer(warmup_iter=1),  # the first iteration (lazy init) is not timed
             hooks.LRScheduler(),
-            EpochReportHook(ipe, self.eval_every, self.report_at),
+            MeasureHook(ipe, self.eval_every, self.report_at),
+            BestScoreHook(),
+            OverlayHook(),
+            CheckpointReportHook(),
             hooks.PeriodicWriter([CommonMetricPrinter(self.max_iter)], period=20),
         ]
 
-    def report_now(self, done: int, window: int, iters_per_epoch: int) -> None:
-        """Training metrics of the last `window` iterations, validation, the trial score, a checkpoint, a report."""
-        storage = self.storage
-        metrics: dict = {
-            "epoch": math.ceil(done / iters_per_epoch),
-            "iteration": done,
-            PROGRESS: done / self.max_iter,
-            STEP: progress_step(done, self.max_iter),
-        }
-        for key in (*LOSS_KEYS, "lr"):
-            if key in storage.histories():
-                h = storage.history(key)
-                metrics[key] = float(h.latest() if key == "lr" else h.avg(window))
-        if "time" in storage.histories():
-            metrics["sec_per_iter"] = float(storage.history("time").avg(window))
-        if not self.data.val:  # a refit on every labelled tile: losses and a checkpoint, nothing to score
-            logger.info(
-                "epoch %d (iter %d/%d): loss %.3f (no validation data)",
-                metrics["epoch"],
-                done,
-                self.max_iter,
-                metrics.get("total_loss", float("nan")),
-            )
-            self.report(
-                metrics, self.save_checkpoint({"epoch": metrics["epoch"], "iteration": done, "metrics": metrics})
-            )
-            return
-        start = time.perf_counter()
-        metrics.update(self.validate())
-        metrics["val_seconds"] = time.perf_counter() - start
-        self.best_score = max(metrics[METRIC], self.best_score if self.best_score is not None else -1.0)
-        metrics[SCORE] = self.best_score
-        logger.info(
-            "epoch %d (iter %d/%d): loss %.3f, val_map50 %.4f%s (best %.4f), validation %.1f s",
-            metrics["epoch"],
-            done,
-            self.max_iter,
-            metrics.get("total_loss", float("nan")),
-            metrics[METRIC],
-            f" (uncapped {metrics['val_map50_all']:.4f})" if "val_map50_all" in metrics else "",
-            metrics[SCORE],
-            metrics["val_seconds"],
-        )
-        ckpt = self.save_checkpoint({"epoch": metrics["epoch"], "iteration": done, "metrics": metrics})
-        self.report(metrics, ckpt)
+    @property
+    def best_score(self) -> float | None:
+        """The trial score so far (trainable.metrics.SCORE), kept by BestScoreHook."""
+        return next(h.best for h in self._hooks if isinstance(h, BestScoreHook))
 
     def validate(self) -> dict:
         mapper = DatasetMapper(self.cfg, is_train=False, augmentations=inference_augmentations(self.hp))
@@ -208,27 +171,30 @@ class NucleiTrainer(DefaultTrainer):
         self.last_predictions = evaluator.results
         return metrics
 
-    def save_checkpoint(self, state: dict) -> str:
-        """A checkpoint folder: model.pth (weights), trainer.pth (optimizer, scheduler, iteration: what resuming
-        needs, dropped from all but the latest checkpoint, see strip_trainer_state), config.yaml and state.json."""
+    def save_checkpoint(self, report: Report) -> str:
+        """A checkpoint folder: model.pth (weights), trainer.pth (optimizer, scheduler, iteration and the hooks'
+        state: what resuming needs, dropped from all but the latest checkpoint, see strip_trainer_state),
+        config.yaml, state.json and the report's files."""
         ckpt_dir = tempfile.mkdtemp(prefix="ckpt-", dir=self.workdir)
         DetectionCheckpointer(self.model, ckpt_dir).save("model")
         torch.save({"trainer": self.state_dict()}, Path(ckpt_dir, TRAINER_STATE))
         Path(ckpt_dir, "config.yaml").write_text(self.cfg.dump())
         images = {"train": [r["image_id"] for r in self.data.train], "val": [r["image_id"] for r in self.data.val]}
-        Path(ckpt_dir, "state.json").write_text(json.dumps({**state, "hparams": self.hp, "images": images}, indent=1))
-        if not self.data.val:
-            return ckpt_dir
-        first, metrics = self.data.val[0], state["metrics"]
-        dets = [r for r in getattr(self, "last_predictions", []) if r["image_id"] == first["image_id"]]
-        shown = [d["segmentation"] for d in overlay.confident(dets)] if dets else []
-        truth = [a["segmentation"] for a in first["annotations"]]
-        caption = (
-            f"{first['image_id']}, epoch {state['epoch']}: val_map50 {metrics[METRIC]:.4f} over the validation tiles. "
-            f"Left: ground truth ({len(truth)} nuclei); right: prediction ({len(shown)} of {len(dets)} shown)"
-        )
-        overlay.save_comparison(first["file_name"], truth, shown, caption, Path(ckpt_dir, "val_overlay.png"))
+        m = report.metrics
+        state = {"epoch": m["epoch"], "iteration": m["iteration"], "metrics": m, "hparams": self.hp, "images": images}
+        Path(ckpt_dir, "state.json").write_text(json.dumps(state, indent=1))
+        for name, write in report.files.items():
+            write(Path(ckpt_dir, name))
         return ckpt_dir
+
+
+@dataclass
+class Report:
+    """One report of a trial, made by the hooks after the iteration it follows: its metrics and the files its
+    checkpoint gets besides the model's ({name: function writing that file})."""
+
+    metrics: dict
+    files: dict[str, Callable[[Path], None]] = field(default_factory=dict)
 
 
 def report_iterations(max_iter: int, iters_per_epoch: int, eval_every: int, steps: list[int]) -> set[int]:
@@ -245,8 +211,9 @@ def report_iterations(max_iter: int, iters_per_epoch: int, eval_every: int, step
     return done | {max_iter}
 
 
-class EpochReportHook(HookBase):
-    """Decides when a trial reports (report_iterations); NucleiTrainer.report_now says what."""
+class MeasureHook(HookBase):
+    """When a trial reports (report_iterations) and what it measured: the training losses of the iterations since the
+    last report and, where there is validation data, the trainer's validation (as Detectron2's EvalHook)."""
 
     def __init__(self, iters_per_epoch: int, eval_every: int, steps: list[int]):
         self.ipe, self.eval_every, self.steps = iters_per_epoch, eval_every, steps
@@ -257,9 +224,104 @@ class EpochReportHook(HookBase):
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
-        if done in self.at:
-            self.trainer.report_now(done, window=done - self.last_reported, iters_per_epoch=self.ipe)
-            self.last_reported = done
+        if done not in self.at:
+            return
+        self.trainer.pending = Report(self.measure(done, window=done - self.last_reported))
+        self.last_reported = done
+
+    def measure(self, done: int, window: int) -> dict:
+        trainer, storage = self.trainer, self.trainer.storage
+        metrics: dict = {
+            "epoch": math.ceil(done / self.ipe),
+            "iteration": done,
+            PROGRESS: done / trainer.max_iter,
+            STEP: progress_step(done, trainer.max_iter),
+        }
+        for key in (*LOSS_KEYS, "lr"):
+            if key in storage.histories():
+                h = storage.history(key)
+                metrics[key] = float(h.latest() if key == "lr" else h.avg(window))
+        if "time" in storage.histories():
+            metrics["sec_per_iter"] = float(storage.history("time").avg(window))
+        if trainer.data.val:  # else a refit on every labelled tile: losses and a checkpoint, nothing to score
+            start = time.perf_counter()
+            metrics.update(trainer.validate())
+            metrics["val_seconds"] = time.perf_counter() - start
+        return metrics
+
+
+class BestScoreHook(HookBase):
+    """The trial score (SCORE): the best val_map50 of its reports so far, added to each scored report. It lives in
+    this hook's state_dict, which Detectron2 saves with the trainer (trainer.pth) and restores on resume."""
+
+    def __init__(self):
+        self.best: float | None = None
+
+    def after_step(self) -> None:
+        report = self.trainer.pending
+        if report is not None and METRIC in report.metrics:
+            self.best = max(report.metrics[METRIC], self.best if self.best is not None else -1.0)
+            report.metrics[SCORE] = self.best
+
+    def state_dict(self) -> dict:
+        return {} if self.best is None else {"best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = state.get("best")
+
+
+class OverlayHook(HookBase):
+    """A scored report's checkpoint gets val_overlay.png: the first validation tile, ground truth beside prediction."""
+
+    def after_step(self) -> None:
+        report, trainer = self.trainer.pending, self.trainer
+        if report is None or METRIC not in report.metrics:
+            return
+        first, metrics = trainer.data.val[0], report.metrics
+        dets = [r for r in getattr(trainer, "last_predictions", []) if r["image_id"] == first["image_id"]]
+        shown = [d["segmentation"] for d in overlay.confident(dets)] if dets else []
+        truth = [a["segmentation"] for a in first["annotations"]]
+        caption = (
+            f"{first['image_id']}, epoch {metrics['epoch']}: val_map50 {metrics[METRIC]:.4f} over the validation "
+            f"tiles. Left: ground truth ({len(truth)} nuclei); right: prediction ({len(shown)} of {len(dets)} shown)"
+        )
+        report.files["val_overlay.png"] = lambda path: overlay.save_comparison(
+            first["file_name"], truth, shown, caption, path
+        )
+
+
+class CheckpointReportHook(HookBase):
+    """Logs the report, writes its checkpoint (NucleiTrainer.save_checkpoint) and hands both to the trial's report
+    function (Ray Tune's, or LocalReporter outside Ray)."""
+
+    def after_step(self) -> None:
+        trainer, report = self.trainer, self.trainer.pending
+        if report is None:
+            return
+        trainer.pending = None
+        m = report.metrics
+        if METRIC in m:
+            uncapped = f" (uncapped {m['val_map50_all']:.4f})" if "val_map50_all" in m else ""
+            logger.info(
+                "epoch %d (iter %d/%d): loss %.3f, val_map50 %.4f%s (best %.4f), validation %.1f s",
+                m["epoch"],
+                m["iteration"],
+                trainer.max_iter,
+                m.get("total_loss", float("nan")),
+                m[METRIC],
+                uncapped,
+                m[SCORE],
+                m["val_seconds"],
+            )
+        else:
+            logger.info(
+                "epoch %d (iter %d/%d): loss %.3f (no validation data)",
+                m["epoch"],
+                m["iteration"],
+                trainer.max_iter,
+                m.get("total_loss", float("nan")),
+            )
+        trainer.report_fn(m, trainer.save_checkpoint(report))
 
 
 FAULT_ENV = "NUCLEITUNE_FAIL_ONCE_AT_ITER"
@@ -406,8 +468,9 @@ def run_trial(
                 warnings.simplefilter("ignore", UserWarning)
                 trainer.scheduler.step()  # last_epoch = done, and the optimizer's LR set from the schedule there
         trainer.start_iter = trainer.iter + 1
-        if saved.is_file():  # the trial score goes on from the best of the reports before
-            trainer.best_score = json.loads(saved.read_text())["metrics"].get(SCORE)
+        best = next(h for h in trainer._hooks if isinstance(h, BestScoreHook))
+        if best.best is None and saved.is_file():  # a checkpoint without the hook's state (weights only, or older)
+            best.best = json.loads(saved.read_text())["metrics"].get(SCORE)
         logger.info("resumed from %s at iteration %d", path, trainer.start_iter)
     else:
         try:
@@ -488,21 +551,23 @@ def tune_trial(config: dict, settings: dict) -> None:
 
 
 class LocalReporter:
-    """Outside Ray: metrics to <out>/metrics.jsonl, checkpoints to <out>/checkpoints (best and latest kept)."""
+    """Outside Ray: metrics to <out>/metrics.jsonl, checkpoints to <out>/checkpoints: the latest, and the best by
+    trainable.checkpoints.best_checkpoint (the rule export and MLflow follow)."""
 
-    def __init__(self, out: Path, metric: str = "val_map50"):
-        self.out, self.metric = out, metric
+    def __init__(self, out: Path):
+        self.out = out
         self.ckpts = out / "checkpoints"
         self.ckpts.mkdir(parents=True, exist_ok=True)
-        self.best: tuple[float, Path] | None = None
-        for d in sorted(self.ckpts.glob("epoch_*")):  # a resumed run keeps knowing its best checkpoint
-            try:
-                value = float(json.loads((d / "state.json").read_text())["metrics"][metric])
-            except (OSError, ValueError, TypeError, KeyError) as e:
-                why = "no state.json" if isinstance(e, FileNotFoundError) else "not the JSON a trial writes"
-                raise ConfigError(f"{d / 'state.json'}: unreadable ({why})") from None
-            if self.best is None or value > self.best[0]:
-                self.best = (value, d)
+        self.best_checkpoint()  # a resumed run's checkpoints must be readable before it trains
+
+    def best_checkpoint(self) -> Path | None:
+        return best_checkpoint(self.ckpts.glob("epoch_*"), lambda path, why: ConfigError(f"{path}: unreadable ({why})"))
+
+    @property
+    def best(self) -> tuple[float, Path] | None:
+        """(val_map50, checkpoint folder) of the best checkpoint, or None."""
+        d = self.best_checkpoint()
+        return None if d is None else (json.loads((d / "state.json").read_text())["metrics"][METRIC], d)
 
     def __call__(self, metrics: dict, ckpt_dir: str | None) -> None:
         with open(self.out / "metrics.jsonl", "a") as f:
@@ -512,10 +577,9 @@ class LocalReporter:
         dest = self.ckpts / f"epoch_{metrics['epoch']:04d}"
         shutil.rmtree(dest, ignore_errors=True)
         shutil.move(ckpt_dir, dest)
-        if self.best is None or metrics[self.metric] > self.best[0]:
-            self.best = (metrics[self.metric], dest)
+        best = self.best_checkpoint()
         for old in self.ckpts.iterdir():
-            if old not in (dest, self.best[1]):
+            if old not in (dest, best):
                 shutil.rmtree(old, ignore_errors=True)
         strip_trainer_state(list(self.ckpts.iterdir()), latest=dest)
 
