@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from search import outcome
 from search.space import Space
 from search.sweep import Experiment, Sweep, UsageError
-from search.tuning import Resumed, ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
+from search.tuning import (  # sets Ray's environment defaults
+    make_tuner,
+    progress_table,
+    ray_error,
+    run_config,
+    start_ray,
+    tune_names,
+    tune_trainable,
+)
 from trainable.metrics import METRIC, SCORE
 from trainable.settings import Settings
 
@@ -50,27 +58,17 @@ def build_tuner(rerun: Experiment, jobs: list[dict], space: Space, settings: Set
     """Ray Tune's Tuner of the jobs in `rerun` (restored when it already ran: unfinished and errored jobs go on)."""
     from ray import tune
 
-    from search.checkpoints import TrainerStatePruner
-
-    trainable = tune.with_resources(
-        tune.with_parameters(rerun_trial, space=space, settings=settings.__dict__),
-        {"cpu": space.resources["cpu"], "gpu": space.resources["gpu"]},
-    )
-    callbacks = [*callbacks, TrainerStatePruner()]
     validated = any(j["split"]["val_ids"] for j in jobs)
-    reporter = tune.CLIReporter(
-        parameter_columns={"job/trial": "trial", "job/fold": "fold"},
-        metric_columns=["epoch", METRIC, SCORE, "total_loss"] if validated else ["epoch", "total_loss"],
-        max_report_frequency=30,
-        sort_by_metric=False,
+    reporter = progress_table(
+        {"job/trial": "trial", "job/fold": "fold"},
+        ["epoch", METRIC, SCORE, "total_loss"] if validated else ["epoch", "total_loss"],
     )
-    param_space = {"job": tune.grid_search(jobs)}
     tune_config = tune.TuneConfig(max_concurrent_trials=space.max_concurrent, **tune_names())
     # The best report's checkpoint (val_map50) and the latest; without validation data, the latest only.
     runs = run_config(rerun.folder, space, reporter, callbacks, score=METRIC if validated else None)
-    if tune.Tuner.can_restore(str(rerun.folder)):  # as search.run: with this launch's callbacks
-        return Resumed(trainable, param_space, tune_config, runs, errored=True)
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=runs)
+    resume = tune.Tuner.can_restore(str(rerun.folder))  # as search.run: with this launch's callbacks
+    job_grid = {"job": tune.grid_search(jobs)}
+    return make_tuner(tune_trainable(rerun_trial, space, settings), job_grid, tune_config, runs, resume, errored=True)
 
 
 def read_jobs(rerun: Experiment) -> list[dict] | None:

@@ -17,7 +17,15 @@ from pathlib import Path
 from search import leaderboard, outcome, preflight
 from search.space import Space, SpaceError, check_choices, describe, load_space
 from search.sweep import Sweep, UsageError, check_name
-from search.tuning import Resumed, ray_error, run_config, start_ray, tune_names  # sets Ray's environment defaults
+from search.tuning import (  # sets Ray's environment defaults
+    make_tuner,
+    progress_table,
+    ray_error,
+    run_config,
+    start_ray,
+    tune_names,
+    tune_trainable,
+)
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, Split, load_train_records
@@ -152,21 +160,10 @@ def sweep_trial(config: dict, space: Space, settings: dict) -> None:
 def build_tuner(space: Space, settings: Settings, sweep: Sweep, resume: bool, callbacks: list):
     from ray import tune
 
-    from search.checkpoints import TrainerStatePruner
     from search.searchers import build_scheduler, build_search
 
-    trainable = tune.with_resources(
-        tune.with_parameters(sweep_trial, space=space, settings=settings.__dict__),
-        {"cpu": space.resources["cpu"], "gpu": space.resources["gpu"]},
-    )
-    callbacks = [*callbacks, TrainerStatePruner()]  # the best checkpoint keeps weights, not optimizer state
     search_alg, param_space, num_samples = build_search(space)
-    reporter = tune.CLIReporter(
-        parameter_columns=list(param_space or _searched_names(space)),
-        metric_columns=["epoch", METRIC, SCORE, "total_loss"],
-        max_report_frequency=30,
-        sort_by_metric=False,  # Ray's sort fails on trials stopped before their first report
-    )
+    reporter = progress_table(list(param_space or _searched_names(space)), ["epoch", METRIC, SCORE, "total_loss"])
     tune_config = tune.TuneConfig(
         metric=SCORE,
         mode="max",
@@ -178,9 +175,10 @@ def build_tuner(space: Space, settings: Settings, sweep: Sweep, resume: bool, ca
     )
     # The checkpoint of the best report (val_map50); Ray always keeps the latest too.
     runs = run_config(sweep.folder, space, reporter, callbacks, score=METRIC)
-    if resume:  # this launch's callbacks, not the first launch's (MLflow may have been off or unreachable then)
-        return Resumed(trainable, param_space, tune_config, runs, errored=False)
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=runs)
+    # On resume: this launch's callbacks, not the first launch's (MLflow may have been off or unreachable then).
+    return make_tuner(
+        tune_trainable(sweep_trial, space, settings), param_space, tune_config, runs, resume, errored=False
+    )
 
 
 def interrupt_after(seconds: float) -> threading.Timer:

@@ -46,10 +46,46 @@ def tune_names() -> dict:
     return {"trial_dirname_creator": Experiment.trial_dirname, "trial_name_creator": lambda t: t.trial_id}
 
 
+def tune_trainable(fn, space, settings):
+    """A trial function as Ray Tune runs it: `fn(config, space, settings)` with the space and the trial settings
+    bound, and the space's resources reserved per trial."""
+    from ray import tune
+
+    return tune.with_resources(
+        tune.with_parameters(fn, space=space, settings=settings.__dict__),
+        {"cpu": space.resources["cpu"], "gpu": space.resources["gpu"]},
+    )
+
+
+def progress_table(parameter_columns, metric_columns: list[str]):
+    """Ray Tune's progress table on the driver's terminal, every 30 s at most."""
+    from ray import tune
+
+    return tune.CLIReporter(
+        parameter_columns=parameter_columns,
+        metric_columns=metric_columns,
+        max_report_frequency=30,
+        sort_by_metric=False,  # Ray's sort fails on trials stopped before their first report
+    )
+
+
+def make_tuner(trainable, param_space: dict | None, tune_config, run_config, resume: bool, errored: bool):
+    """The experiment to `fit`: a new Tuner, or (`resume`) the one in run_config's folder continued with this
+    launch's RunConfig (Resumed; `errored`: errored trials go on too)."""
+    from ray import tune
+
+    if resume:
+        return Resumed(trainable, param_space, tune_config, run_config, errored=errored)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
 def run_config(folder: Path, space, reporter, callbacks: list, score: str | None):
     """Ray Tune's RunConfig of an experiment in `folder`: the checkpoint of the best report by `score` (None: only
-    the latest) and Ray's latest; `space.max_failures` retries from the last checkpoint; trial logs synced."""
+    the latest) and Ray's latest, optimizer state only where Ray may resume (TrainerStatePruner);
+    `space.max_failures` retries from the last checkpoint; trial logs synced."""
     from ray import tune
+
+    from search.checkpoints import TrainerStatePruner
 
     return tune.RunConfig(
         name=folder.name,
@@ -60,7 +96,7 @@ def run_config(folder: Path, space, reporter, callbacks: list, score: str | None
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
         sync_config=tune.SyncConfig(sync_artifacts=True),  # trial.log from each trial's working folder
         progress_reporter=reporter,
-        callbacks=callbacks,
+        callbacks=[*callbacks, TrainerStatePruner()],
         verbose=1,
     )
 
