@@ -9,18 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search import outcome
+from search import outcome, tuning  # tuning: Ray's environment defaults, before Ray loads
 from search.space import Space
 from search.sweep import Experiment, Sweep, UsageError
-from search.tuning import (  # sets Ray's environment defaults
-    make_tuner,
-    progress_table,
-    ray_error,
-    run_config,
-    start_ray,
-    tune_names,
-    tune_trainable,
-)
 from trainable.metrics import METRIC, SCORE
 from trainable.settings import Settings
 
@@ -59,16 +50,18 @@ def build_tuner(rerun: Experiment, jobs: list[dict], space: Space, settings: Set
     from ray import tune
 
     validated = any(j["split"]["val_ids"] for j in jobs)
-    reporter = progress_table(
+    reporter = tuning.progress_table(
         {"job/trial": "trial", "job/fold": "fold"},
         ["epoch", METRIC, SCORE, "total_loss"] if validated else ["epoch", "total_loss"],
     )
-    tune_config = tune.TuneConfig(max_concurrent_trials=space.max_concurrent, **tune_names())
+    tune_config = tune.TuneConfig(max_concurrent_trials=space.max_concurrent, **tuning.tune_names())
     # The best report's checkpoint (val_map50) and the latest; without validation data, the latest only.
-    runs = run_config(rerun.folder, space, reporter, callbacks, score=METRIC if validated else None)
+    runs = tuning.run_config(rerun.folder, space, reporter, callbacks, score=METRIC if validated else None)
     resume = tune.Tuner.can_restore(str(rerun.folder))  # as search.run: with this launch's callbacks
     job_grid = {"job": tune.grid_search(jobs)}
-    return make_tuner(tune_trainable(rerun_trial, space, settings), job_grid, tune_config, runs, resume, errored=True)
+    return tuning.make_tuner(
+        tuning.tune_trainable(rerun_trial, space, settings), job_grid, tune_config, runs, resume, errored=True
+    )
 
 
 def read_jobs(rerun: Experiment) -> list[dict] | None:
@@ -113,9 +106,9 @@ def run(rerun: Rerun, address: str | None, replace: bool = False) -> list[dict]:
     import ray
 
     try:
-        start_ray(address)
+        tuning.start_ray(address)
     except Exception as e:  # noqa: BLE001 - refused, wrong token, not a Ray port...
-        raise UsageError(ray_error(address, e).removeprefix("error: ")) from None
+        raise UsageError(tuning.ray_error(address, e).removeprefix("error: ")) from None
     experiment, space, tracking = rerun.experiment, rerun.space, rerun.sweep.mlflow_run()
     try:
         if replace:

@@ -14,18 +14,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from search import leaderboard, outcome, preflight
+from search import leaderboard, outcome, preflight, tuning  # tuning: Ray's environment defaults, before Ray loads
 from search.space import Space, SpaceError, check_choices, describe, load_space
 from search.sweep import Sweep, UsageError, check_name
-from search.tuning import (  # sets Ray's environment defaults
-    make_tuner,
-    progress_table,
-    ray_error,
-    run_config,
-    start_ray,
-    tune_names,
-    tune_trainable,
-)
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, Split, load_train_records
@@ -163,7 +154,9 @@ def build_tuner(space: Space, settings: Settings, sweep: Sweep, resume: bool, ca
     from search.searchers import build_scheduler, build_search
 
     search_alg, param_space, num_samples = build_search(space)
-    reporter = progress_table(list(param_space or _searched_names(space)), ["epoch", METRIC, SCORE, "total_loss"])
+    reporter = tuning.progress_table(
+        list(param_space or _searched_names(space)), ["epoch", METRIC, SCORE, "total_loss"]
+    )
     tune_config = tune.TuneConfig(
         metric=SCORE,
         mode="max",
@@ -171,13 +164,13 @@ def build_tuner(space: Space, settings: Settings, sweep: Sweep, resume: bool, ca
         scheduler=build_scheduler(space),
         num_samples=num_samples,
         max_concurrent_trials=space.max_concurrent,
-        **tune_names(),
+        **tuning.tune_names(),
     )
     # The checkpoint of the best report (val_map50); Ray always keeps the latest too.
-    runs = run_config(sweep.folder, space, reporter, callbacks, score=METRIC)
+    runs = tuning.run_config(sweep.folder, space, reporter, callbacks, score=METRIC)
     # On resume: this launch's callbacks, not the first launch's (MLflow may have been off or unreachable then).
-    return make_tuner(
-        tune_trainable(sweep_trial, space, settings), param_space, tune_config, runs, resume, errored=False
+    return tuning.make_tuner(
+        tuning.tune_trainable(sweep_trial, space, settings), param_space, tune_config, runs, resume, errored=False
     )
 
 
@@ -275,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     try:
-        start_ray(args.address)
+        tuning.start_ray(args.address)
     except Exception as e:  # noqa: BLE001 - refused, wrong token, not a Ray port...: nothing written yet
-        print(ray_error(args.address, e), file=sys.stderr)
+        print(tuning.ray_error(args.address, e), file=sys.stderr)
         return 2
     fit_error = None
     try:
