@@ -377,7 +377,7 @@ def close_sweep(callback: MLflowCallback, sweep: Sweep, space: Space, table, com
         client.set_tag(parent, "mlflow.note.content", sweep_note(callback, sweep, space, table))
         if sweep.board_file.is_file():
             client.log_artifact(parent, str(sweep.board_file))
-            for png in plots.sweep_plots(sweep.board(), space, sweep.plots_dir):
+            for png in plots.sweep_plots(table, space, sweep.plots_dir):  # the leaderboard just written
                 client.log_artifact(parent, str(png), artifact_path="plots")
         client.set_terminated(parent, "FINISHED" if complete else "KILLED")
 

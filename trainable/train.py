@@ -141,20 +141,16 @@ class NucleiTrainer(DefaultTrainer):
         """Timing and the LR schedule, then a report's hooks in order (each after_step): what to measure and when,
         the trial score, the validation overlay, the checkpoint and the report itself; then the metric printer."""
         ipe = schedule(self.hp, len(self.data.train))["iters_per_epoch"]
+        self.score = BestScoreHook()  # the trial score so far: self.score.best
         return [
             hooks.IterationTimer(warmup_iter=1),  # the first iteration (lazy init) is not timed
             hooks.LRScheduler(),
             MeasureHook(ipe, self.eval_every, self.report_at),
-            BestScoreHook(),
+            self.score,
             OverlayHook(),
             CheckpointReportHook(),
             hooks.PeriodicWriter([CommonMetricPrinter(self.max_iter)], period=20),
         ]
-
-    @property
-    def best_score(self) -> float | None:
-        """The trial score so far (trainable.metrics.SCORE), kept by BestScoreHook."""
-        return next(h.best for h in self._hooks if isinstance(h, BestScoreHook))
 
     def validate(self) -> dict:
         mapper = DatasetMapper(self.cfg, is_train=False, augmentations=inference_augmentations(self.hp))
@@ -468,9 +464,10 @@ def run_trial(
                 warnings.simplefilter("ignore", UserWarning)
                 trainer.scheduler.step()  # last_epoch = done, and the optimizer's LR set from the schedule there
         trainer.start_iter = trainer.iter + 1
-        best = next(h for h in trainer._hooks if isinstance(h, BestScoreHook))
-        if best.best is None and saved.is_file():  # a checkpoint without the hook's state (weights only, or older)
-            best.best = json.loads(saved.read_text())["metrics"].get(SCORE)
+        if (
+            trainer.score.best is None and saved.is_file()
+        ):  # a checkpoint without the hook's state (weights only, older)
+            trainer.score.best = json.loads(saved.read_text())["metrics"].get(SCORE)
         logger.info("resumed from %s at iteration %d", path, trainer.start_iter)
     else:
         try:
