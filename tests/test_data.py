@@ -32,6 +32,11 @@ def test_annotations_equal_mask_files(small_data, cache_dir):
             assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
             assert ann["area"] == expected.sum()
     assert stats.instances == sum(len(r["annotations"]) for r in records)
+    # Records carry Detectron2's box mode as the number it is (trainable.data.XYWH_ABS: the drivers read them
+    # without torch): the same box mode Detectron2 reads.
+    from detectron2.structures import BoxMode
+
+    assert {ann["bbox_mode"] for rec in records for ann in rec["annotations"]} == {BoxMode.XYWH_ABS}
 
 
 def test_cache_used_then_invalidated_by_a_changed_file(shared_data, tmp_path):
