@@ -84,8 +84,7 @@ class Plan:
 
 def plan(sweep: Sweep, top: int | None, folds: int | None, data: str | None = None) -> Plan:
     """Every check and the confirmation's jobs, before anything is written."""
-    saved = sweep.saved()
-    space, settings = sweep.space(saved), sweep.trial_settings(saved, data)
+    space, settings = sweep.as_ran(data)
     board = sweep.board()
     if not outcome.complete(board["status"], space.trial_count()):
         raise UsageError(
@@ -161,8 +160,9 @@ def verdict(table: pd.DataFrame) -> str:
     else:
         line = f"winner changed: {who(first)}, {score(first)}, replaces {who(sweep_best)}, {score(sweep_best)}"
         other = sweep_best
-    spread = max(first[CONFIRM_STD], other[CONFIRM_STD]) if other is not None else None
-    if other is not None and abs(first[CONFIRM_MEAN] - other[CONFIRM_MEAN]) < spread:
+    if other is not None and abs(first[CONFIRM_MEAN] - other[CONFIRM_MEAN]) < max(
+        first[CONFIRM_STD], other[CONFIRM_STD]
+    ):
         line += f"; {who(other)} is within one standard deviation"
     return line
 

@@ -40,8 +40,7 @@ class Plan:
 
 def plan(sweep: Sweep, row: dict, data: str | None, force: bool) -> Plan:
     """The refit of leaderboard row `row`; every check before anything is written."""
-    saved = sweep.saved()
-    space, settings = sweep.space(saved), sweep.trial_settings(saved, data)
+    space, settings = sweep.as_ran(data)
     records, _ = load_train_records(settings.data, settings.cache_dir)
     config = sweep.trial_config(row, space)
     job = reruns.job("refit", row, config, [], len(records))

@@ -78,10 +78,9 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Sweep]:
         sweep = Sweep.open(results, args.name)
         if not sweep.space_file.is_file():
             raise UsageError(f"{sweep.folder}: no sweep to resume (missing {sweep.space_file.name})")
-        saved = sweep.saved()
-        space = sweep.space(saved)
+        space, settings = sweep.as_ran(check_data=False)
         check_choices(space, sweep.settings_file)  # overrides of searcher and scheduler
-        return space, sweep.trial_settings(saved, check_data=False), sweep
+        return space, settings, sweep
     if not args.space:
         raise UsageError("--space is required (or --resume to continue a sweep)")
     space = load_space(args.space)

@@ -329,6 +329,11 @@ class Sweep(Experiment):
             raise UsageError(f"{settings.data}: {given} not found (moved?): give --data DIR")
         return settings
 
+    def as_ran(self, data: str | None = None, check_data: bool = True) -> tuple[Space, Settings]:
+        """(space, trial settings) of the sweep as it ran, from one read of its saved settings (see trial_settings)."""
+        saved = self.saved()
+        return self.space(saved), self.trial_settings(saved, data, check_data)
+
     def mlflow_run(self, saved: dict | None = None) -> dict | None:
         """{"uri", "parent", "sweep"} of the sweep's MLflow run, or None when MLflow is off or never started."""
         saved = saved or self.saved()
