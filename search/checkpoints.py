@@ -8,16 +8,15 @@ trainer.pth (optimizer, LR scheduler: as large as the model again): see TrainerS
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ray.tune import Callback
 
-from trainable.checkpoints import strip_trainer_state
+from trainable.checkpoints import P, strip_trainer_state
+from trainable.storage import Store
 
 RESTORABLE_BEFORE_NEW = 2  # checkpoints before a trial's new one that Ray may still restore it from (see below)
 
 
-def restorable_checkpoints(checkpoints: list[Path], new: Path) -> set[Path]:
+def restorable_checkpoints(checkpoints: list[P], new: P) -> set[P]:
     """The checkpoints of a trial that Ray may restore it from when `new` has just been reported: `new` and those
     up to RESTORABLE_BEFORE_NEW before it in Ray's numbering (checkpoint_000000, checkpoint_000001, ...; a name
     without a number is kept too).
@@ -32,14 +31,14 @@ def restorable_checkpoints(checkpoints: list[Path], new: Path) -> set[Path]:
     a driver killed now resumes the trial from k+1, k or k-1: nothing older is restorable any more. (Stripping all
     but the new one, as before, left the checkpoint a killed driver resumed from without its optimizer state.)"""
 
-    def index(d: Path) -> int | None:
-        number = Path(d).name.rpartition("_")[2]
+    def index(d: P) -> int | None:
+        number = d.name.rpartition("_")[2]
         return int(number) if number.isdigit() else None
 
     n = index(new)
     if n is None:
-        return {Path(new), *map(Path, checkpoints)}
-    return {Path(new)} | {Path(d) for d in checkpoints if index(d) is None or n - RESTORABLE_BEFORE_NEW <= index(d)}
+        return {new, *checkpoints}
+    return {new} | {d for d in checkpoints if index(d) is None or n - RESTORABLE_BEFORE_NEW <= index(d)}
 
 
 class TrainerStatePruner(Callback):
@@ -53,8 +52,7 @@ class TrainerStatePruner(Callback):
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         if trial.storage:
-            checkpoints = sorted(Path(trial.storage.trial_fs_path).glob("checkpoint_*"))
-            new = Path(checkpoint.path)
+            checkpoints, new = _checkpoints(trial), _store(trial, checkpoint.path)
             strip_trainer_state(checkpoints, new, keep=restorable_checkpoints(checkpoints, new))
 
     def on_experiment_end(self, trials, **info):
@@ -62,5 +60,13 @@ class TrainerStatePruner(Callback):
 
         for trial in trials:
             if trial.status == Trial.TERMINATED and trial.storage and trial.checkpoint:
-                checkpoints = sorted(Path(trial.storage.trial_fs_path).glob("checkpoint_*"))
-                strip_trainer_state(checkpoints, Path(trial.checkpoint.path))
+                strip_trainer_state(_checkpoints(trial), _store(trial, trial.checkpoint.path))
+
+
+def _store(trial, path: str) -> Store:
+    """`path` on the trial's storage (a local folder or object storage), as Ray's StorageContext names it."""
+    return Store.on(trial.storage.storage_filesystem, path)
+
+
+def _checkpoints(trial) -> list[Store]:
+    return _store(trial, trial.storage.trial_fs_path).glob("checkpoint_*")

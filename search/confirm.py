@@ -21,7 +21,6 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
@@ -40,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m search.confirm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--name", help="sweep name (default: the latest in --results)")
-    p.add_argument("--results", default="results", help="folder of sweeps (default: %(default)s)")
+    p.add_argument(
+        "--results", default="results", help="folder or s3:// gs:// location of sweeps (default: %(default)s)"
+    )
     p.add_argument("--top", type=int, help="how many of the best trials to confirm (default: the space's confirm.top)")
     p.add_argument("--folds", type=int, help="folds of the labelled tiles (default: the space's confirm.folds)")
     p.add_argument("--address", help="Ray cluster to join: 'auto' or host:port (default: start a local Ray)")
@@ -170,7 +171,7 @@ def verdict(table: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        sweep = Sweep.open(Path(args.results).expanduser().resolve(), args.name)
+        sweep = Sweep.open(args.results, args.name)
         p = plan(sweep, args.top, args.folds, args.data)
         from search import preflight
 

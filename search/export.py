@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -28,13 +30,14 @@ from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
 from trainable.files import atomic_write, check_folder, read_document
 from trainable.metrics import COURSE_MAX_DETS, SCORE
+from trainable.storage import Store, is_remote
 
 
 class ExportError(ValueError):
     pass
 
 
-def pick_checkpoint(results: Path, name: str | None, trial: str | None) -> tuple[Sweep, Path, dict, str]:
+def pick_checkpoint(results: str, name: str | None, trial: str | None) -> tuple[Sweep, Store, dict, str]:
     """(sweep, checkpoint folder, row of the leaderboard, why) for --best (Sweep.winner: the confirmed winner where
     search.confirm ran, else the highest score) or --trial."""
     sweep = Sweep.open(results, name)
@@ -87,9 +90,16 @@ def validate_submission(results: list[dict], index: list[dict]) -> None:
             gt.loadRes(results)
 
 
+def local_checkpoint(ckpt: Store | Path, scratch: Path) -> Path:
+    """A checkpoint folder on this machine's disk: itself, or (object storage) a download of it into `scratch`."""
+    if isinstance(ckpt, Path):
+        return ckpt
+    return ckpt.download(scratch / ckpt.parent.name / ckpt.name) if ckpt.remote else ckpt.local()
+
+
 def export(
     checkpoint: Path,
-    data: Path,
+    data: str | Path,
     out: Path,
     device: str,
     score_threshold: float | None,
@@ -200,12 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="with --refit: train anew even if a refit exists")
     p.add_argument("--address", help="with --refit: Ray cluster to join (default: start a local Ray)")
     p.add_argument("--name", help="sweep name (default: the latest in --results)")
-    p.add_argument("--results", default="results", help="folder of sweeps (default: %(default)s)")
+    p.add_argument(
+        "--results", default="results", help="folder or s3:// gs:// location of sweeps (default: %(default)s)"
+    )
     p.add_argument(
         "--data", help="dataset with test/ and test_img_ids.json, and train/ for --refit (default: the sweep's data)"
     )
     p.add_argument(
-        "--out", help="submission JSON (default: RESULTS/NAME/submission/answer.json; --refit: RESULTS/NAME/refit/...)"
+        "--out",
+        help="submission JSON (default: RESULTS/NAME/submission/answer.json; --refit: RESULTS/NAME/refit/...; with "
+        "RESULTS on object storage: ./NAME-submission/answer.json, copied into RESULTS/NAME/submission/)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--score-threshold", type=float, help="drop detections below this score (default: the model's)")
@@ -234,8 +248,23 @@ def max_dets_arg(text: str) -> int | None:
     return n
 
 
+def submission_path(given: str | None, where: Store | Path, sweep: Sweep | None) -> Path:
+    """Where export writes the submission on this machine: --out; else in the sweep's (or refit's, or checkpoint's)
+    folder, submission/answer.json; a sweep on object storage: ./NAME-submission/answer.json here (the JSON and its
+    zip are copied into the sweep's folder there)."""
+    if given:
+        return Path(given)
+    if isinstance(where, Path):
+        return where / "submission" / "answer.json"
+    if where.remote:
+        refit = "-refit" if where != sweep.folder else ""
+        return Path(f"{sweep.name}{refit}-submission") / "answer.json"
+    return where.local() / "submission" / "answer.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="nucleitune-export-"))  # checkpoints fetched from object storage
     try:
         if args.score:
             if not args.gt:
@@ -255,14 +284,14 @@ def main(argv: list[str] | None = None) -> int:
         for flag in ("force", "address"):
             if getattr(args, flag) and not args.refit:
                 raise UsageError(f"--{flag} goes with --refit")
-        results = Path(args.results).resolve()
         if args.checkpoint:
             ckpt = Path(args.checkpoint).resolve()
             if not ckpt.is_dir():
                 raise ExportError(f"{ckpt}: checkpoint folder not found")
             sweep, row, why = None, {}, ""
         else:
-            sweep, ckpt, row, why = pick_checkpoint(results, args.name, args.trial)
+            sweep, ckpt, row, why = pick_checkpoint(args.results, args.name, args.trial)
+            ckpt = local_checkpoint(ckpt, scratch)
         refit_plan = None
         if args.refit:
             from search import preflight, refit
@@ -277,14 +306,16 @@ def main(argv: list[str] | None = None) -> int:
             data = sweep.saved()["settings"]["data"]
         if data is None:
             raise UsageError("--data DIR is needed with --checkpoint")
-        check_folder(data, UsageError, "--data" if args.data else f"the sweep's data ({sweep.settings_file})")
+        if not is_remote(data):
+            check_folder(data, UsageError, "--data" if args.data else f"the sweep's data ({sweep.settings_file})")
         if args.tta:  # before a refit trains
             from trainable.predict import check_tta, inference_hparams
 
             hp, where = (refit_plan.hp, sweep.folder) if refit_plan else (inference_hparams(ckpt), ckpt)
             check_tta(hp, True, where)
         where = sweep.refit.folder if refit_plan else (sweep.folder if sweep else ckpt)
-        out = Path(args.out) if args.out else where / "submission" / "answer.json"
+        copy_to = where / "submission" if isinstance(where, Store) and where.remote else None
+        out = submission_path(args.out, where, sweep)
         check_out(out, "--out" if args.out else "the submission")
         import torch
 
@@ -296,8 +327,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trial {number}({row['trial_id']}), {why}" + ("" if refit_plan else f", checkpoint {ckpt.name}"))
         if refit_plan:
             load_test_index(data)  # the test tiles are checked before the refit trains
-            ckpt = refit.refit(refit_plan, args.address, args.force)
-        info = export(ckpt, Path(data), out.resolve(), device, args.score_threshold, args.tta, args.max_dets)
+            ckpt = local_checkpoint(refit.refit(refit_plan, args.address, args.force), scratch)
+        info = export(ckpt, data, out.resolve(), device, args.score_threshold, args.tta, args.max_dets)
+        if copy_to is not None:  # the sweep's storage keeps the submission beside its trials
+            for name in (out.name, out.with_suffix(".zip").name):
+                (copy_to / name).write_bytes((out.parent / name).read_bytes())
+            info["copied_to"] = str(copy_to)
     except (UsageError, ExportError, ConfigError, DatasetError, SpaceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -308,10 +343,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)  # the refit did not end: running the command again continues it
         return 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(
         f"submission: {info['submission']} ({info['detections']} detections on {info['tiles']} tiles, "
         f"{info['seconds_per_tile']:.1f} s per tile; validated with pycocotools)\nzip: {info['zip']}\n"
-        f"overlays: {info['overlays']}"
+        f"overlays: {info['overlays']}" + (f"\ncopied to: {info['copied_to']}" if "copied_to" in info else "")
     )
     if refit_plan:
         print(

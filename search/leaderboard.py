@@ -19,9 +19,7 @@ def _last_line(text: str | None) -> str:
 
 def build(sweep: Sweep, space: Space) -> pd.DataFrame:
     """Leaderboard rows, best score first; status, score and the rest as search.outcome defines them."""
-    from ray.tune import ExperimentAnalysis
-
-    analysis = ExperimentAnalysis(str(sweep.folder), default_metric=SCORE, default_mode="max")
+    analysis = sweep.analysis(default_metric=SCORE, default_mode="max")
     rows = []
     for trial in analysis.trials:
         try:

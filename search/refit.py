@@ -11,12 +11,12 @@ sweep's `refit` run. There is nothing left to validate on, so it has no val_map5
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from search import reruns
 from search.sweep import Experiment, Sweep, UsageError, latest_checkpoint
 from trainable.config import schedule
 from trainable.data import Split, load_train_records
+from trainable.storage import Store
 
 
 class RefitError(RuntimeError):
@@ -56,11 +56,10 @@ def plan(sweep: Sweep, row: dict, data: str | None, force: bool) -> Plan:
     return Plan(reruns.Rerun(sweep, sweep.refit, [job], space, settings), hp, now, before)
 
 
-def finished(refit: Experiment, job: dict, space) -> Path | None:
+def finished(refit: Experiment, job: dict, space) -> Store | None:
     """The checkpoint of a refit of `job` that ran to its end, or None."""
-    from ray.tune import Tuner
 
-    if reruns.read_jobs(refit) != [job] or not Tuner.can_restore(str(refit.folder)):
+    if reruns.read_jobs(refit) != [job] or not refit.can_restore():
         return None
     rows = reruns.results(refit, space)
     if len(rows) == 1 and rows[0]["status"] == "finished":
@@ -68,7 +67,7 @@ def finished(refit: Experiment, job: dict, space) -> Path | None:
     return None
 
 
-def refit(p: Plan, address: str | None, force: bool) -> Path:
+def refit(p: Plan, address: str | None, force: bool) -> Store:
     """The refit model's checkpoint folder: reused when this job already ran to its end (unless `force`), else
     trained (an interrupted refit continues)."""
     job, hp, now, before, out = p.job, p.hp, p.now, p.before, p.rerun.experiment

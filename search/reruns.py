@@ -56,8 +56,8 @@ def build_tuner(rerun: Experiment, jobs: list[dict], space: Space, settings: Set
     )
     tune_config = tune.TuneConfig(max_concurrent_trials=space.max_concurrent, **tuning.tune_names())
     # The best report's checkpoint (val_map50) and the latest; without validation data, the latest only.
-    runs = tuning.run_config(rerun.folder, space, reporter, callbacks, score=METRIC if validated else None)
-    resume = tune.Tuner.can_restore(str(rerun.folder))  # as search.run: with this launch's callbacks
+    runs = tuning.run_config(rerun, space, reporter, callbacks, score=METRIC if validated else None)
+    resume = rerun.can_restore()  # as search.run: with this launch's callbacks
     job_grid = {"job": tune.grid_search(jobs)}
     return tuning.make_tuner(
         tuning.tune_trainable(rerun_trial, space, settings), job_grid, tune_config, runs, resume, errored=True
@@ -71,10 +71,8 @@ def read_jobs(rerun: Experiment) -> list[dict] | None:
 
 def results(rerun: Experiment, space: Space) -> list[dict]:
     """Each job trial of a rerun: its job, Ray trial id, status and score (search.outcome), reports."""
-    from ray.tune import ExperimentAnalysis
-
     rows = []
-    for trial in ExperimentAnalysis(str(rerun.folder)).trials:
+    for trial in rerun.analysis().trials:
         reports = rerun.reports(trial.trial_id)
         rows.append(
             {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from search import leaderboard, outcome, preflight, tuning  # tuning: Ray's environment defaults, before Ray loads
 from search.space import Space, SpaceError, check_choices, describe, load_space
-from search.sweep import Sweep, UsageError, check_name
+from search.sweep import Sweep, UsageError, check_data_location, check_name, data_location, location
 from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, Split, load_train_records
@@ -34,9 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--space", help="search-space YAML (format: spaces/README.md); required unless --resume")
-    p.add_argument("--data", help="dataset root in the course layout (overrides settings.data in the space)")
+    p.add_argument(
+        "--data",
+        help="dataset root in the course layout, a folder or s3:// gs:// (each node fetches it once into its cache); "
+        "overrides settings.data in the space",
+    )
     p.add_argument("--name", help="sweep name (default: the space's name + a timestamp; with --resume: the latest)")
-    p.add_argument("--results", default="results", help="folder for sweeps (absolute path, NFS or local)")
+    p.add_argument(
+        "--results",
+        default="results",
+        help="where sweeps live: a folder (local or NFS) or object storage, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX "
+        "(S3-compatible servers: ?endpoint_override=HOST:PORT&scheme=http or $AWS_ENDPOINT_URL; docs/cluster.md)",
+    )
     p.add_argument("--num-samples", type=int, help="number of trials")
     p.add_argument("--max-concurrent", type=int, help="trials running at once")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs reserved per trial")
@@ -67,13 +76,12 @@ def _positive(name: str, v: float | None, allow_zero: bool = False) -> None:
 
 def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Sweep]:
     """Space + CLI overrides -> (space, trial settings, sweep); every check that needs no Ray."""
-    results = Path(args.results).expanduser().resolve()
     _positive("--num-samples", args.num_samples)
     _positive("--max-concurrent", args.max_concurrent)
     _positive("--cpus-per-trial", args.cpus_per_trial)
     _positive("--gpus-per-trial", args.gpus_per_trial, allow_zero=True)
     _positive("--time-budget-s", args.time_budget_s)
-    check_folder(results, UsageError, "--results")
+    results = location(args.results)  # reads only: a bad bucket, endpoint or credentials stop here
     if args.resume:
         sweep = Sweep.open(results, args.name)
         if not sweep.space_file.is_file():
@@ -97,11 +105,9 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Sweep]:
         sdict["data"] = args.data
     if "data" not in sdict:
         raise UsageError(f"{args.space}: settings.data is not set: give --data DIR")
-    sdict["data"] = str(Path(sdict["data"]).expanduser().resolve())
+    sdict["data"] = data_location(sdict["data"])
     given = "--data" if args.data else f"settings.data of {args.space}"
-    check_folder(sdict["data"], UsageError, given)
-    if not Path(sdict["data"]).is_dir():
-        raise UsageError(f"{sdict['data']}: dataset folder not found ({given}; give --data DIR, README: Data)")
+    check_data_location(sdict["data"], given, f"dataset folder not found ({given}; give --data DIR, README: Data)")
     try:
         settings = Settings.from_dict(sdict)
     except (ConfigError, DatasetError, TypeError) as e:
@@ -109,10 +115,17 @@ def resolve(args: argparse.Namespace) -> tuple[Space, Settings, Sweep]:
     fit_to_resources(settings, space, args.space)
     settings.report_at = space.rungs()  # trials report at ASHA's rungs, whatever their eval_every
     sweep = Sweep(results / (check_name(args.name) or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"))
-    check_folder(sweep.folder, UsageError, "--name")
+    if not sweep.folder.remote:
+        check_folder(sweep.folder.local(), UsageError, "--name")
     if sweep.folder.exists():
         raise UsageError(f"{sweep.folder} already exists: pick another --name, or add --resume to continue it")
+    mlflow_uri(args, sweep)  # none to default to on object storage: one error now
     return space, settings, sweep
+
+
+def mlflow_uri(args, sweep: Sweep) -> str:
+    """The MLflow store of a new sweep: --mlflow-uri, $MLFLOW_TRACKING_URI, else SQLite beside the sweeps."""
+    return args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.default_mlflow_uri()
 
 
 def fit_to_resources(settings: Settings, space: Space, path: str) -> None:
@@ -166,7 +179,7 @@ def build_tuner(space: Space, settings: Settings, sweep: Sweep, resume: bool, ca
         **tuning.tune_names(),
     )
     # The checkpoint of the best report (val_map50); Ray always keeps the latest too.
-    runs = tuning.run_config(sweep.folder, space, reporter, callbacks, score=METRIC)
+    runs = tuning.run_config(sweep, space, reporter, callbacks, score=METRIC)
     # On resume: this launch's callbacks, not the first launch's (MLflow may have been off or unreachable then).
     return tuning.make_tuner(
         tuning.tune_trainable(sweep_trial, space, settings), param_space, tune_config, runs, resume, errored=False
@@ -208,7 +221,7 @@ def save_sweep(args, space: Space, settings: Settings, sweep: Sweep) -> None:
         "overrides": {**overrides, "resources": space.resources},
         "address": args.address,
         "space": str(Path(args.space).resolve()),
-        "mlflow_uri": args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.default_mlflow_uri(),
+        "mlflow_uri": mlflow_uri(args, sweep),
     }
     sweep.create(args.space, saved)
 

@@ -30,6 +30,7 @@ from trainable.config import (
 )
 from trainable.files import read_document
 from trainable.metrics import STEPS
+from trainable.storage import Store
 
 SEARCHERS = ("optuna", "random", "grid")
 TRIAL_SEEDS = ("shared", "per_trial")  # every trial gets the space's `seed` hyperparameter, or one of its own
@@ -219,9 +220,9 @@ def _param(path: Path, name: str, spec: Any) -> Distribution | None:
     return p
 
 
-def load_space(path: str | Path) -> Space:
-    """Read and fully validate a space file."""
-    path = Path(path)
+def load_space(path: str | Path | Store) -> Space:
+    """Read and fully validate a space file (a local one, or a sweep's copy on object storage)."""
+    path = path if isinstance(path, Store) else Path(path)
     doc = read_document(path, SpaceError)
     if not isinstance(doc, dict):
         raise SpaceError(f"{path}: expected a mapping of sweep settings at the top level")

@@ -16,16 +16,17 @@ The ranking rules live here too: `ranked` (scored trials, best first: one functi
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search import outcome
-from trainable import checkpoints
+from trainable import checkpoints, storage
 from trainable.files import check_folder
 from trainable.metrics import SCORE
+from trainable.storage import Store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,18 +59,33 @@ def check_name(name: str | None) -> str | None:
     return name
 
 
-def latest_sweep(results: Path) -> str:
-    sweeps = sorted((p for p in results.glob(f"*/{_SPACE}")), key=lambda p: p.stat().st_mtime)
-    if not sweeps:
+def latest_sweep(results: Store) -> str:
+    spaces = [f for d in results.children() if (f := d / _SPACE).is_file()]
+    if not spaces:
         raise UsageError(f"{results}: no sweep found")
-    return sweeps[-1].parent.name
+    return max(spaces, key=Store.mtime).parent.name
+
+
+def location(results: str | Path | Store, what: str = "--results") -> Store:
+    """The results location given as --results (a folder, or s3:// gs:// storage), checked: one UsageError naming it
+    where it cannot be used (a file, a bucket that does not exist, an endpoint that does not answer, refused
+    credentials, an unknown scheme). Reads only: nothing is written."""
+    try:
+        place = results if isinstance(results, Store) else storage.parse(results)
+        if place.remote:
+            place.check(what)
+    except storage.StorageError as e:
+        raise UsageError(str(e)) from None
+    if not place.remote:
+        check_folder(place.local(), UsageError, what)
+    return place
 
 
 # sweep.json's `overrides`: the space's settings the CLI replaced (search.run.save_sweep), with their types.
 OVERRIDES = dict(searcher=str, scheduler=str, num_samples=int, max_concurrent=int, seed=int, resources=dict)
 
 
-def _read_settings(path: Path, needs: Iterable[str]) -> dict:
+def _read_settings(path: Store, needs: Iterable[str]) -> dict:
     """sweep.json (resolved settings, CLI overrides, MLflow run), with the keys in `needs`; one UsageError naming the
     file where it is damaged."""
     if not path.is_file():
@@ -92,16 +108,42 @@ def _read_settings(path: Path, needs: Iterable[str]) -> dict:
     return saved
 
 
-def unreadable(path: Path, why: str) -> UsageError:
+def data_location(data: str) -> str:
+    """--data as trials get it: a local folder resolved, or an s3:// gs:// URI as given."""
+    return data if storage.is_remote(data) else str(Path(data).expanduser().resolve())
+
+
+def check_data_location(data: str, given: str, missing: str) -> None:
+    """One UsageError where the dataset at `data` (a folder or object storage) is not there (`missing`: what to say
+    then); reads only."""
+    if storage.is_remote(data):
+        try:
+            place = storage.parse(data)
+            place.check(given)
+        except storage.StorageError as e:
+            raise UsageError(str(e)) from None
+        if not (place / "train").is_dir():
+            raise UsageError(f"{data}: {given}: no train/ there (README: Data)")
+        return
+    check_folder(data, UsageError, given)
+    if not Path(data).is_dir():
+        raise UsageError(f"{data}: {missing}")
+
+
+def unreadable(path: Path | Store, why: str) -> UsageError:
     """A file a command wrote and reads back, damaged: `error: FILE: unreadable (why)`."""
     return UsageError(f"{path}: unreadable ({why})")
 
 
-def read_json(path: Path, kind: type = dict, keys: Iterable[str] = ()) -> Any:
+def _read(path: Path | Store) -> bytes:
+    return path.read_bytes() if isinstance(path, Store) else Path(path).read_bytes()
+
+
+def read_json(path: Path | Store, kind: type = dict, keys: Iterable[str] = ()) -> Any:
     """A JSON file a command wrote and reads back (sweep.json, a rerun's jobs.json, a trial's params.json): a `kind`
     (dict or list) with `keys` (a list: every entry a mapping with them), else one UsageError naming the file."""
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(_read(path).decode())
     except FileNotFoundError:
         raise UsageError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
@@ -123,13 +165,13 @@ def read_json(path: Path, kind: type = dict, keys: Iterable[str] = ()) -> Any:
     return doc
 
 
-def read_table(path: Path, columns: Iterable[str], numbers: Iterable[str] = ()):
+def read_table(path: Path | Store, columns: Iterable[str], numbers: Iterable[str] = ()):
     """A CSV file a command wrote and reads back (leaderboard.csv, confirm.csv) as a DataFrame (trial_id as text),
     with `columns`, those in `numbers` numeric, under today's column names; else one UsageError naming the file."""
     import pandas as pd
 
     try:
-        table = pd.read_csv(path, dtype={"trial_id": str})
+        table = pd.read_csv(io.BytesIO(_read(path)), dtype={"trial_id": str})
     except FileNotFoundError:
         raise UsageError(f"{path}: file not found") from None
     except UnicodeDecodeError:
@@ -159,8 +201,8 @@ def ranked(board: pd.DataFrame) -> pd.DataFrame:
 class Experiment:
     """A Ray Tune experiment folder: a sweep, its confirmation or its refit. Its trials are trial_<id>/."""
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path | Store):
+        self.folder = folder if isinstance(folder, Store) else storage.parse(folder)
 
     @property
     def name(self) -> str:
@@ -174,22 +216,22 @@ class Experiment:
         """A Ray trial's folder name (Ray Tune's `trial_dirname_creator`): trial_<id>."""
         return f"{_TRIAL}{trial.trial_id}"
 
-    def trial_dir(self, trial_id: str) -> Path:
+    def trial_dir(self, trial_id: str) -> Store:
         return self.folder / f"{_TRIAL}{trial_id}"
 
-    def trial_dirs(self) -> list[Path]:
+    def trial_dirs(self) -> list[Store]:
         """Every trial folder, in name order."""
-        return sorted(p for p in self.folder.glob(f"{_TRIAL}*") if p.is_dir())
+        return [p for p in self.folder.children(_TRIAL) if p.is_dir()]
 
     @staticmethod
-    def trial_id(trial_dir: Path) -> str:
-        return Path(trial_dir).name.removeprefix(_TRIAL)
+    def trial_id(trial_dir: Path | Store) -> str:
+        return trial_dir.name.removeprefix(_TRIAL)
 
     def reports(self, trial_id: str) -> list[dict]:
         """Every report of a trial, in order, from Ray's result.json ([] before its first report)."""
         return reports(self.trial_dir(trial_id))
 
-    def params_file(self, trial_id: str) -> Path:
+    def params_file(self, trial_id: str) -> Store:
         """The trial's Ray config (params.json): its searched values, or a rerun's job."""
         return self.trial_dir(trial_id) / "params.json"
 
@@ -202,35 +244,56 @@ class Experiment:
 
     # A rerun's jobs (search.reruns): written when it starts, read back to continue it or to refuse other jobs.
     @property
-    def jobs_file(self) -> Path:
+    def jobs_file(self) -> Store:
         return self.folder / _JOBS
 
     def read_jobs(self, keys: Iterable[str] = ()) -> list[dict] | None:
         return read_json(self.jobs_file, list, keys) if self.jobs_file.is_file() else None
 
     def write_jobs(self, jobs: list[dict]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.jobs_file.write_text(json.dumps(jobs, indent=1))
 
     def remove(self) -> None:
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
+        self.folder.rmtree()
+
+    def tune_storage(self) -> dict:
+        """Ray Tune's name, storage_path and storage_filesystem for this experiment (RunConfig, restore, analysis)."""
+        return {"name": self.name, "storage_path": self.folder.parent.path, "storage_filesystem": self.folder.fs}
+
+    def analysis(self, **kwargs):
+        """Ray Tune's ExperimentAnalysis of this folder, read through its filesystem."""
+        from ray.tune import ExperimentAnalysis
+
+        return ExperimentAnalysis(self.folder.path, storage_filesystem=self.folder.fs, **kwargs)
+
+    def can_restore(self) -> bool:
+        from ray import tune
+
+        return tune.Tuner.can_restore(self.folder.path, storage_filesystem=self.folder.fs)
 
 
-def reports(trial_dir: str | Path) -> list[dict]:
+def reports(trial_dir: Path | Store) -> list[dict]:
     """Every report of the trial in `trial_dir`, in order, from Ray's result.json ([] before its first report)."""
-    f = Path(trial_dir) / "result.json"
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.is_file() else []
+    f = (trial_dir if isinstance(trial_dir, Store) else storage.parse(trial_dir)) / "result.json"
+    try:
+        text = f.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def best_checkpoint(trial_dir: Path) -> Path | None:
+def _checkpoints(trial_dir: Path | Store) -> list[Store]:
+    return (trial_dir if isinstance(trial_dir, Store) else storage.parse(trial_dir)).glob("checkpoint_*")
+
+
+def best_checkpoint(trial_dir: Path | Store) -> Store | None:
     """The checkpoint folder of the trial in `trial_dir` with the highest val_map50 (trainable.checkpoints' rule)."""
-    return checkpoints.best_checkpoint(Path(trial_dir).glob("checkpoint_*"), unreadable)
+    return checkpoints.best_checkpoint(_checkpoints(trial_dir), unreadable)
 
 
-def latest_checkpoint(trial_dir: Path) -> Path | None:
+def latest_checkpoint(trial_dir: Path | Store) -> Store | None:
     """The newest checkpoint folder with weights of the trial in `trial_dir`."""
-    done = sorted(d for d in Path(trial_dir).glob("checkpoint_*") if (d / "model.pth").is_file())
+    done = [d for d in _checkpoints(trial_dir) if (d / "model.pth").is_file()]
     return done[-1] if done else None
 
 
@@ -238,34 +301,45 @@ class Sweep(Experiment):
     """One sweep under a results folder: its space, settings, trials, leaderboard, confirmation and refit."""
 
     @classmethod
-    def open(cls, results: str | Path, name: str | None = None) -> Sweep:
+    def open(cls, results: str | Path | Store, name: str | None = None) -> Sweep:
         """Sweep `name` under `results` (default: the latest there); one UsageError where --results, or the sweep,
-        is a file."""
-        results = Path(results)
-        check_folder(results, UsageError, "--results")
+        cannot be used (see `location`)."""
+        results = location(results)
         sweep = cls(results / (check_name(name) or latest_sweep(results)))
-        check_folder(sweep.folder, UsageError, "--name")
+        if not sweep.folder.remote:
+            check_folder(sweep.folder.local(), UsageError, "--name")
         return sweep
 
     @property
-    def results(self) -> Path:
+    def results(self) -> Store:
         return self.folder.parent
 
     @property
-    def space_file(self) -> Path:
+    def space_file(self) -> Store:
         return self.folder / _SPACE
 
     @property
-    def settings_file(self) -> Path:
+    def settings_file(self) -> Store:
         return self.folder / _SETTINGS
 
     @property
-    def board_file(self) -> Path:
+    def board_file(self) -> Store:
         return self.folder / _BOARD
 
     @property
     def plots_dir(self) -> Path:
-        return self.folder / "plots"
+        """Where the sweep's plots are drawn: its folder, or a local temporary one where it is on object storage (the
+        plots go to MLflow)."""
+        if self.folder.remote:
+            import tempfile
+
+            return Path(tempfile.mkdtemp(prefix=f"nucleitune-plots-{self.name}-"))
+        return self.folder.local() / "plots"
+
+    @property
+    def export_dir(self) -> Store:
+        """search.export's submission of this sweep, beside its trials (--out writes elsewhere)."""
+        return self.folder / "export"
 
     @property
     def confirmation(self) -> Experiment:
@@ -276,7 +350,7 @@ class Sweep(Experiment):
         return Experiment(self.folder / "refit")
 
     @property
-    def confirmed_file(self) -> Path:
+    def confirmed_file(self) -> Store:
         """search.confirm's ranking, inside the confirmation's own folder beside the jobs it came from: deleting the
         folder to confirm anew deletes it too, so a ranking never outlives its jobs."""
         return self.confirmation.folder / _CONFIRMED
@@ -287,8 +361,7 @@ class Sweep(Experiment):
     # --- what it was started with
     def create(self, space_file: str | Path, saved: dict) -> None:
         """A new sweep's folder: a copy of the space file, and sweep.json."""
-        self.folder.mkdir(parents=True)
-        shutil.copyfile(space_file, self.space_file)
+        self.space_file.write_bytes(Path(space_file).read_bytes())
         self.save(saved)
 
     def saved(self, needs: Iterable[str] = ("settings", "overrides")) -> dict:
@@ -322,11 +395,9 @@ class Sweep(Experiment):
             raise unreadable(self.settings_file, f"settings: {e}"[:160]) from None
         if not check_data:
             return settings
-        settings.data = str(Path(data).expanduser().resolve()) if data else settings.data
+        settings.data = data_location(data) if data else settings.data
         given = "--data" if data else f"the sweep's data folder ({self.settings_file})"
-        check_folder(settings.data, UsageError, given)
-        if not Path(settings.data).is_dir():
-            raise UsageError(f"{settings.data}: {given} not found (moved?): give --data DIR")
+        check_data_location(settings.data, given, f"{given} not found (moved?): give --data DIR")
         return settings
 
     def as_ran(self, data: str | None = None, check_data: bool = True) -> tuple[Space, Settings]:
@@ -342,12 +413,18 @@ class Sweep(Experiment):
         return {"uri": saved["mlflow_uri"], "parent": saved["mlflow_parent_run_id"], "sweep": self.name}
 
     def default_mlflow_uri(self) -> str:
-        """The MLflow store of the sweeps under this results folder (SQLite)."""
-        return f"sqlite:///{self.results / 'mlflow.db'}"
+        """The MLflow store of the sweeps under this results folder (SQLite); on object storage there is none (a
+        tracking server keeps its artifacts in the bucket: docs/cluster.md), one UsageError."""
+        if self.folder.remote:
+            raise UsageError(
+                f"--results {self.results}: MLflow cannot keep a SQLite store in object storage: give --mlflow-uri "
+                "http://HOST:PORT (a tracking server, its artifacts in the bucket: docs/cluster.md) or --mlflow-uri off"
+            )
+        return f"sqlite:///{self.results.local() / 'mlflow.db'}"
 
     def artifact_root(self, uri: str) -> Path | None:
         """Where MLflow keeps artifacts for the store at `uri`: beside a SQLite store; a server keeps its own."""
-        return self.results / "mlartifacts" if uri.startswith("sqlite") else None
+        return self.results.local() / "mlartifacts" if uri.startswith("sqlite") else None
 
     def trial_config(self, row: dict, space: Space | None = None) -> dict:
         """The searched values of a sweep trial (its Ray config), for re-training it; checked against `space`."""
@@ -371,7 +448,7 @@ class Sweep(Experiment):
 
     # --- what it found
     def write_board(self, table: pd.DataFrame) -> None:
-        table.to_csv(self.board_file, index=False)
+        self.board_file.write_text(table.to_csv(index=False))
 
     def board(self) -> pd.DataFrame:
         """The leaderboard, with the confirmation's figures of each trial where one ran (read from the confirmation's
@@ -387,7 +464,7 @@ class Sweep(Experiment):
         return board.merge(confirmed[["trial_id", *(c for c in confirm if c in confirmed)]], on="trial_id", how="left")
 
     def write_confirmed(self, table: pd.DataFrame) -> None:
-        table.to_csv(self.confirmed_file, index=False)
+        self.confirmed_file.write_text(table.to_csv(index=False))
 
     def confirmed(self) -> pd.DataFrame | None:
         """search.confirm's ranking of the sweep (best first), or None where none ran to its end. It must be the
@@ -405,7 +482,7 @@ class Sweep(Experiment):
             )
         return table
 
-    def winner(self, board: pd.DataFrame) -> tuple[dict, str, Path]:
+    def winner(self, board: pd.DataFrame) -> tuple[dict, str, Store]:
         """(leaderboard row, why, the trial folder whose checkpoint to ship) of the trial to ship: the winner of
         search.confirm where it ran to the end, else the first of `ranked`. A confirmed winner that ASHA stopped early
         ships the checkpoint of its confirmation on fold 0, its whole schedule on the sweep's split; where that is

@@ -13,6 +13,7 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -23,6 +24,7 @@ from search import outcome
 from search.space import Space, param_text
 from search.sweep import EXPERIMENT, VIEW_TAG_PREFIX, Experiment, Sweep, best_checkpoint, ranked, view_key
 from trainable.metrics import METRIC, METRIC_KEYS, SCORE
+from trainable.storage import Store
 
 TAG_SWEEP, TAG_TRIAL = "nucleitune.sweep", "nucleitune.trial_id"
 # What a run under the sweep's run is: a sweep trial, a confirmation trial or the refit (search.reruns). The sweep's
@@ -139,14 +141,23 @@ class Tracker:
         self._experiment_id = self.client.create_experiment(EXPERIMENT, artifact_location=location)
         return self._experiment_id
 
-    def start_parent(self, name: str, tags: dict, artifacts: list[Path]) -> str | None:
+    def start_parent(self, name: str, tags: dict, artifacts: list[Store]) -> str | None:
         def _start():
             run = self.client.create_run(self.experiment_id(), run_name=name, tags={TAG_SWEEP: name, **tags})
             for a in artifacts:
-                self.client.log_artifact(run.info.run_id, str(a))
+                self.log_file(run.info.run_id, a)
             return run.info.run_id
 
         return self.safe("creating the sweep's run", _start)
+
+    def log_file(self, run_id: str, file: Store | Path, artifact_path: str | None = None) -> None:
+        """log_artifact of a file on the sweep's storage (copied through a local temporary folder where that is
+        object storage) or on the local disk."""
+        if isinstance(file, Path) or not file.remote:
+            self.client.log_artifact(run_id, str(file), artifact_path=artifact_path)
+            return
+        with tempfile.TemporaryDirectory(prefix="nucleitune-artifact-") as scratch:
+            self.client.log_artifact(run_id, str(file.as_local(Path(scratch))), artifact_path=artifact_path)
 
     def find_child(self, parent: str, trial_id: str):
         """The run of a Ray trial under the sweep's run, or None."""
@@ -306,13 +317,15 @@ class MLflowCallback(Callback):
         mlflow_status = {"finished": "FINISHED", "stopped_early": "FINISHED", "unfinished": "KILLED"}
         log("closing a run", client.set_terminated, run_id, mlflow_status.get(s["status"], "FAILED"))
 
-    def _pictures(self, run_id: str, trial_dir: Path, hp: dict, reports: list[dict], num_train: int) -> None:
+    def _pictures(self, run_id: str, trial_dir: Store, hp: dict, reports: list[dict], num_train: int) -> None:
         """Learning curve, LR schedule, the best report's validation overlay (prediction next to ground truth) at the
         top of the run's artifacts, so that the compare page shows them side by side; the best checkpoint's config
         and state under best_checkpoint/. Each on its own: one that cannot be made does not hold back the others."""
         from search import plots
 
-        log, out = self.tracker.client.log_artifact, trial_dir / "plots"
+        log = self.tracker.log_file
+        # Drawn in the trial's folder, or a local temporary one where that is on object storage (MLflow keeps them).
+        out = Path(tempfile.mkdtemp(prefix="nucleitune-plots-")) if trial_dir.remote else trial_dir.local() / "plots"
         out.mkdir(exist_ok=True)
         curve = self.tracker.safe(
             "plotting a learning curve", plots.learning_curve, reports, out / "learning_curve.png"
@@ -322,10 +335,10 @@ class MLflowCallback(Callback):
         overlay = best / "val_overlay.png" if best and (best / "val_overlay.png").is_file() else None
         for path in (curve, lrs, overlay):
             if path is not None:
-                self.tracker.safe("logging artifacts", log, run_id, str(path))
+                self.tracker.safe("logging artifacts", log, run_id, path)
         for name in ("config.yaml", "state.json") if best else ():
             if (best / name).is_file():
-                self.tracker.safe("logging artifacts", log, run_id, str(best / name), artifact_path="best_checkpoint")
+                self.tracker.safe("logging artifacts", log, run_id, best / name, artifact_path="best_checkpoint")
 
 
 def as_ray_status(status: str) -> str:
@@ -376,7 +389,7 @@ def close_sweep(callback: MLflowCallback, sweep: Sweep, space: Space, table, com
         )
         client.set_tag(parent, "mlflow.note.content", sweep_note(callback, sweep, space, table))
         if sweep.board_file.is_file():
-            client.log_artifact(parent, str(sweep.board_file))
+            tracker.log_file(parent, sweep.board_file)
             for png in plots.sweep_plots(table, space, sweep.plots_dir):  # the leaderboard just written
                 client.log_artifact(parent, str(png), artifact_path="plots")
         client.set_terminated(parent, "FINISHED" if complete else "KILLED")

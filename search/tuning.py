@@ -79,17 +79,16 @@ def make_tuner(trainable, param_space: dict | None, tune_config, run_config, res
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def run_config(folder: Path, space, reporter, callbacks: list, score: str | None):
-    """Ray Tune's RunConfig of an experiment in `folder`: the checkpoint of the best report by `score` (None: only
-    the latest) and Ray's latest, optimizer state only where Ray may resume (TrainerStatePruner);
-    `space.max_failures` retries from the last checkpoint; trial logs synced."""
+def run_config(experiment: Experiment, space, reporter, callbacks: list, score: str | None):
+    """Ray Tune's RunConfig of `experiment` (its folder on its storage: a local folder or object storage): the
+    checkpoint of the best report by `score` (None: only the latest) and Ray's latest, optimizer state only where Ray
+    may resume (TrainerStatePruner); `space.max_failures` retries from the last checkpoint; trial logs synced."""
     from ray import tune
 
     from search.checkpoints import TrainerStatePruner
 
     return tune.RunConfig(
-        name=folder.name,
-        storage_path=str(folder.parent),
+        **experiment.tune_storage(),
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute=score, checkpoint_score_order="max"
         ),
@@ -130,6 +129,7 @@ class Resumed:
             trial_dirname_creator=tc.trial_dirname_creator,
             name=rc.name,
             storage_path=rc.storage_path,
+            storage_filesystem=rc.storage_filesystem,
             checkpoint_config=rc.checkpoint_config,
             max_failures=rc.failure_config.max_failures,
             sync_config=rc.sync_config,

@@ -101,13 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m search.ui", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--name", help="sweep (default: the latest in RESULTS)")
-    p.add_argument("--results", default="results", help="folder of sweeps (default: %(default)s)")
+    p.add_argument(
+        "--results", default="results", help="folder or s3:// gs:// location of sweeps (default: %(default)s)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s; 0 = any free port)")
     args = p.parse_args(argv)
-    results = Path(args.results).resolve()
     try:
-        sweep = Sweep.open(results, args.name)
+        sweep = Sweep.open(args.results, args.name)
         saved = sweep.saved(needs=())  # the MLflow store is all the UI needs
         uri = saved.get("mlflow_uri", "off")
         if uri == "off":
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     port = args.port or free_port(args.host)
     url = f"http://{args.host}:{port}"
-    log_path = results / "mlflow-ui.log"
+    log_path = sweep.results.local() / "mlflow-ui.log"  # a SQLite store: the sweeps are on this machine
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)
     with open(log_path, "a") as log:

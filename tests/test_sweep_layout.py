@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -62,7 +63,7 @@ def test_a_sweep_of_the_previous_layout_opens_under_todays_names(tmp_path):
     assert means[["aaa", "bbb"]].tolist() == [0.2, 0.25] and pd.isna(means["ccc"])
     assert {CONFIRM_STD, CONFIRM_FOLDS} <= set(read.columns)
     row, why, trial_dir = sweep.winner(read)
-    assert row["trial_id"] == "bbb" and "confirmed winner" in why and trial_dir == folder / "trial_bbb"
+    assert row["trial_id"] == "bbb" and "confirmed winner" in why and Path(trial_dir) == folder / "trial_bbb"
 
     with pytest.raises(UsageError, match="not a sweep folder"):
         Sweep(tmp_path / "nothing").space()

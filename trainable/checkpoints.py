@@ -11,18 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from trainable.metrics import METRIC
+from trainable.storage import Store
+
+P = TypeVar("P", Path, Store)  # a checkpoint folder on a local disk, or on a sweep's storage (object storage too)
 
 TRAINER_STATE = "trainer.pth"
 
 
-def best_checkpoint(checkpoints: Iterable[Path], unreadable: Callable[[Path, str], Exception]) -> Path | None:
+def best_checkpoint(checkpoints: Iterable[P], unreadable: Callable[[P, str], Exception]) -> P | None:
     """The checkpoint folder whose report has the highest val_map50 (ties: the first in order; None without a scored
     one): what export ships, MLflow shows and a standalone trial keeps. `unreadable(state.json, why)` is the error
     for a damaged state.json."""
     best, best_value = None, -1.0
-    for d in sorted(map(Path, checkpoints)):
+    for d in sorted(checkpoints):
         state = d / "state.json"
         if not state.is_file():
             continue
@@ -38,9 +42,9 @@ def best_checkpoint(checkpoints: Iterable[Path], unreadable: Callable[[Path, str
     return best
 
 
-def strip_trainer_state(checkpoints: list[Path], latest: Path, keep: Iterable[Path] = ()) -> None:
+def strip_trainer_state(checkpoints: list[P], latest: P, keep: Iterable[P] = ()) -> None:
     """Drop trainer.pth from every checkpoint folder but `latest` and those in `keep`."""
-    kept = {Path(latest), *map(Path, keep)}
+    kept = {latest, *keep}
     for d in checkpoints:
-        if Path(d) not in kept:
-            Path(d, TRAINER_STATE).unlink(missing_ok=True)
+        if d not in kept:
+            (d / TRAINER_STATE).unlink(missing_ok=True)

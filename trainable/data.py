@@ -42,6 +42,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from trainable.cli import unknown_key
+from trainable.fetch import local_dataset
 from trainable.files import atomic_write, check_folder, read_document
 from trainable.masks import PackedMasks
 
@@ -267,11 +268,12 @@ def load_train_records(
     `workers` is the number of conversion processes (a trial passes its CPUs; default: the CPUs this process may use,
     at most MAX_PROCESSES; never more than the misses). While one process converts a dataset into a cache folder,
     others loading it wait, then read its entries. `subdir` is the folder of <id>/images + <id>/masks under root (""
-    when root itself is that folder)."""
-    root = Path(root)
+    when root itself is that folder). A dataset on object storage (s3://, gs://) is read from this node's copy
+    (trainable.fetch)."""
     given = "settings.cache_dir" if cache_dir else "$NUCLEITUNE_CACHE" if "NUCLEITUNE_CACHE" in os.environ else None
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     check_folder(cache_dir, DatasetError, f"the annotation cache{f', {given}' if given else ''}")
+    root = local_dataset(root, cache_dir)
     stats = LoadStats()
     dirs = train_image_dirs(root, subdir)
     records: dict[str, dict] = {}
@@ -418,9 +420,10 @@ def crop_record(record: dict, size: int, out_dir: Path) -> dict:
 # Test tiles
 
 
-def load_test_index(root: str | Path) -> list[dict]:
-    """Entries of test_img_ids.json, each checked against its file: [{file_name (absolute), id, height, width}]."""
-    root = Path(root)
+def load_test_index(root: str | Path, cache_dir: str | Path | None = None) -> list[dict]:
+    """Entries of test_img_ids.json, each checked against its file: [{file_name (absolute), id, height, width}]; a
+    dataset on object storage from this node's copy (trainable.fetch)."""
+    root = local_dataset(root, cache_dir)
     index = root / "test_img_ids.json"
     entries = read_document(index, DatasetError)
     if not isinstance(entries, list) or not entries:

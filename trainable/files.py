@@ -11,10 +11,13 @@ from typing import Any
 
 import yaml
 
+from trainable.storage import Store
 
-def read_document(path: str | Path, error: type[Exception]) -> Any:
-    """Parse a .json file (json) or anything else (YAML, safe_load); `error` names the file and the problem."""
-    path = Path(path)
+
+def read_document(path: str | Path | Store, error: type[Exception]) -> Any:
+    """Parse a .json file (json) or anything else (YAML, safe_load); `error` names the file and the problem. `path`
+    may be on object storage (a Store)."""
+    path = path if isinstance(path, Store) else Path(path)
     if not path.is_file():
         raise error(f"{path}: file not found")
     text = path.read_text()

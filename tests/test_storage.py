@@ -1,0 +1,228 @@
+"""Sweeps on object storage: a real S3 API server (moto's, on 127.0.0.1) holds the results and the dataset; Ray Tune,
+MLflow (a tracking server whose artifacts go to the bucket), search.confirm and search.export work against it."""
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+
+from search.ui import free_port, server_command, server_env, wait_ready
+from tests.conftest import ROOT, api
+from tests.conftest import sweep_space as _space
+from trainable import storage
+
+BUCKET = "nucleitune-test"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server on loopback with one bucket: its endpoint (host:port)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per request in a failure's report
+    os.environ.update(CREDENTIALS)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"{host}:{port}"
+    boto3.client("s3", endpoint_url=f"http://{endpoint}").create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+def uri(endpoint: str, key: str, bucket: str = BUCKET) -> str:
+    return f"s3://{bucket}/{key}?endpoint_override={endpoint}&scheme=http"
+
+
+def keys(endpoint: str, prefix: str = "") -> list[str]:
+    client = boto3.client("s3", endpoint_url=f"http://{endpoint}")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+@pytest.fixture(scope="module")
+def s3_data(s3, dup_data):
+    """The one-tile dataset of the sweep tests, uploaded to the bucket."""
+    place = storage.parse(uri(s3, "data/dup"))
+    place.upload(dup_data)
+    assert "data/dup/test_img_ids.json" in keys(s3, "data/")
+    return uri(s3, "data/dup")
+
+
+@pytest.fixture(scope="module")
+def s3_mlflow(s3, tmp_path_factory):
+    """An MLflow tracking server whose artifacts go to the bucket (--artifacts-destination s3://...)."""
+    root = tmp_path_factory.mktemp("mlflow-s3")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = server_command(f"sqlite:///{root / 'mlflow.db'}", "127.0.0.1", port, None)
+    cmd += ["--artifacts-destination", f"s3://{BUCKET}/mlartifacts"]
+    env = {**server_env(), **CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": f"http://{s3}"}
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(url, proc, timeout=120)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _cli(module: str, *args, cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **CREDENTIALS, **(env or {})},
+    )
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def s3_sweep(s3, s3_data, s3_mlflow, cache_dir, tmp_path_factory):
+    """A 2-trial FIFO sweep of 2 epochs with --results and --data in the bucket, logged to the S3-backed MLflow
+    server, run from an empty working folder: (its working folder, the sweep's URI, the run)."""
+    work = tmp_path_factory.mktemp("s3-work")
+    node_cache = tmp_path_factory.mktemp("s3-node-cache")  # the node's own cache: the dataset is fetched into it
+    space = _space(work.parent, s3_data, node_cache, scheduler="fifo", num_samples=2, fixed={"epochs": 2})
+    space = space.rename(tmp_path_factory.mktemp("s3-space") / "space.yaml")
+    before = _tree(work)
+    p = _cli(
+        "search.run",
+        *("--space", str(space), "--results", uri(s3, "sweeps"), "--name", "s3"),
+        *("--mlflow-uri", s3_mlflow),
+        cwd=work,
+    )
+    return work, before, p, node_cache
+
+
+def test_a_sweep_on_s3_keeps_its_results_and_mlflow_artifacts_in_the_bucket_nothing_local(s3, s3_sweep, s3_mlflow):
+    work, before, p, node_cache = s3_sweep
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert _tree(work) == before  # nothing under the working folder (no results/, no mlflow.db)
+    listed = keys(s3, "sweeps/s3/")
+    names = {k.removeprefix("sweeps/s3/") for k in listed}
+    assert {"leaderboard.csv", "space.yaml", "sweep.json"} <= names
+    text = storage.parse(uri(s3, "sweeps/s3/leaderboard.csv")).read_text()
+    board = pd.read_csv(io.StringIO(text), dtype={"trial_id": str})
+    assert len(board) == 2 and (board["status"] == "finished").all()
+    for t in board["trial_id"]:
+        trial = [n for n in names if n.startswith(f"trial_{t}/")]
+        assert f"trial_{t}/result.json" in trial and f"trial_{t}/params.json" in trial
+        assert any(n.endswith("/model.pth") for n in trial), trial  # its best checkpoint, in the bucket
+        reports = storage.parse(uri(s3, f"sweeps/s3/trial_{t}/result.json")).read_text().splitlines()
+        assert [json.loads(r)["epoch"] for r in reports] == [1, 2]
+
+    # The dataset was fetched once into the node's cache, and reused (the second trial fetched nothing).
+    (copy,) = (node_cache / "data").glob("dup-*")
+    fetches = json.loads((copy / ".fetched.json").read_text())["fetches"]
+    assert len(fetches) == 1 and fetches[0]["files"] > 0
+
+    # MLflow: the sweep's run and one per trial, their artifacts in the bucket (through the server).
+    exp = api(s3_mlflow, "experiments/get-by-name?experiment_name=nucleitune")["experiment"]
+    runs = api(s3_mlflow, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    assert len(runs) == 3 and {r["info"]["status"] for r in runs} == {"FINISHED"}, p.stdout[-4000:] + p.stderr[-4000:]
+    artifacts = keys(s3, "mlartifacts/")
+    for run in runs:
+        assert any(run["info"]["run_id"] in k for k in artifacts), run["info"]["run_name"]
+    assert any(k.endswith("leaderboard.csv") for k in artifacts)
+    assert any(k.endswith("learning_curve.png") for k in artifacts)
+
+    # Credentials never reach a results file, an MLflow param or the driver's output.
+    secret = CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    assert secret not in p.stdout + p.stderr
+    for k in (k for k in listed if not k.endswith("/")):  # pickles (Ray's searcher state, trainer.pth) included
+        assert secret.encode() not in storage.parse(uri(s3, k)).read_bytes(), k
+    for run in runs:
+        assert secret not in json.dumps(run)
+
+
+def test_export_best_from_the_bucket_writes_a_valid_submission_there(s3, s3_sweep, tmp_path):
+    work, _, p, _ = s3_sweep
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = _cli("search.export", "--best", "--results", uri(s3, "sweeps"), "--name", "s3", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    local = tmp_path / "s3-submission" / "answer.json"
+    dets = json.loads(local.read_text())
+    assert dets and all(d["segmentation"]["counts"] for d in dets)
+    copied = storage.parse(uri(s3, "sweeps/s3/submission/answer.json")).read_text()
+    assert json.loads(copied) == dets
+    assert "sweeps/s3/submission/answer.zip" in keys(s3, "sweeps/s3/submission/")
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["dead-endpoint", "no-bucket", "unknown-scheme", "credentials-in-uri", "no-mlflow-store", "data-missing"],
+)
+def test_bad_storage_is_one_error_line_exit_2_and_nothing_written(case, s3, s3_data, dup_data, cache_dir, tmp_path):
+    space = _space(tmp_path, dup_data, cache_dir, num_samples=1)
+    dead = f"127.0.0.1:{free_port()}"
+    results, extra = {
+        "dead-endpoint": (uri(dead, "sweeps"), ["--mlflow-uri", "off"]),
+        "no-bucket": (uri(s3, "sweeps", bucket="no-such-bucket"), ["--mlflow-uri", "off"]),
+        "unknown-scheme": ("nosuchfs://bucket/sweeps", ["--mlflow-uri", "off"]),
+        "credentials-in-uri": (f"s3://AKIA:{CREDENTIALS['AWS_SECRET_ACCESS_KEY']}@{BUCKET}/sweeps", []),
+        "no-mlflow-store": (uri(s3, "sweeps"), []),
+        "data-missing": (uri(s3, "sweeps"), ["--mlflow-uri", "off", "--data", uri(s3, "data/none")]),
+    }[case]
+    before = keys(s3)
+    work = tmp_path / "work"
+    work.mkdir()
+    p = _cli("search.run", "--space", str(space), "--results", results, "--name", "bad", *extra, cwd=work, timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), p.stderr[-2000:]
+    expected = {
+        "dead-endpoint": "does not answer",
+        "no-bucket": "bucket 'no-such-bucket' does not exist",
+        "unknown-scheme": "Unrecognized filesystem type",
+        "credentials-in-uri": "credentials do not belong in a URI",
+        "no-mlflow-store": "--mlflow-uri",
+        "data-missing": "no train/ there",
+    }[case]
+    assert expected in lines[0], lines[0]
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in p.stderr + p.stdout
+    assert keys(s3) == before and list(work.iterdir()) == []
+
+
+def test_refused_credentials_are_one_error_line(tmp_path):
+    """An S3 server that checks credentials (moto with authentication on) refuses unknown ones: one error line."""
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}  # moto's switch: authenticate every request
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        p = _cli("search.ui", "--results", uri(f"127.0.0.1:{port}", "sweeps"), cwd=tmp_path, timeout=120)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "credentials were refused" in lines[0], p.stderr[-2000:]
