@@ -79,9 +79,9 @@ def fetch_weights(space: Space, path: str | Path) -> None:
             socket.setdefaulttimeout(previous)
 
 
-def warn_test_index(data: str | Path) -> None:
+def warn_test_index(data: str | Path, cache_dir: str | None = None) -> None:
     """A sweep does not read the test tiles, but its export will: say now, in one line, if they cannot be read."""
     try:
-        load_test_index(data)
+        load_test_index(data, cache_dir)
     except DatasetError as e:
         print(f"warning: {e} (the sweep goes on; search.export will need it)", file=sys.stderr, flush=True)

@@ -18,7 +18,7 @@ from search import leaderboard, outcome, preflight, tuning  # tuning: Ray's envi
 from search.space import Space, SpaceError, check_choices, describe, load_space
 from search.sweep import Sweep, UsageError, check_data_location, check_name, data_location, location
 from trainable.cli import OneLineParser
-from trainable.config import ConfigError
+from trainable.config import CONDITIONAL, ConfigError
 from trainable.data import DatasetError, Split, load_train_records
 from trainable.files import check_folder
 from trainable.metrics import METRIC, SCORE
@@ -167,7 +167,7 @@ def build_tuner(space: Space, settings: Settings, sweep: Sweep, resume: bool, ca
 
     search_alg, param_space, num_samples = build_search(space)
     reporter = tuning.progress_table(
-        list(param_space or _searched_names(space)), ["epoch", METRIC, SCORE, "total_loss"]
+        list(param_space or progress_columns(space)), ["epoch", METRIC, SCORE, "total_loss"]
     )
     tune_config = tune.TuneConfig(
         metric=SCORE,
@@ -202,8 +202,11 @@ def interrupt_after(seconds: float) -> threading.Timer:
     return timer
 
 
-def _searched_names(space: Space) -> list[str]:
-    keys = [k for p in space.params.values() for k in p.keys()]  # the searcher's config keys
+def progress_columns(space: Space) -> list[str]:
+    """The searcher's config keys that every trial has, for Ray's progress table: a conditional parameter (a decay
+    under a cosine schedule, mask_resolution for C4) is missing from some trials' configs, and Ray's "current best
+    trial" line raises KeyError on a column its trial lacks."""
+    keys = [k for p in space.params.values() if p.hp not in CONDITIONAL for k in p.keys()]
     return keys + (["seed"] if space.trial_seeds == "per_trial" else [])
 
 
@@ -230,6 +233,7 @@ def start_tracking(args, space: Space, settings: Settings, sweep: Sweep, num_tra
     """The MLflow callback of the sweep, or None when MLflow is off or unreachable (the sweep goes on)."""
     from search import tracking
     from trainable.data import dataset_fingerprint
+    from trainable.fetch import local_dataset
 
     saved = sweep.saved()
     uri = saved.get("mlflow_uri")
@@ -239,7 +243,7 @@ def start_tracking(args, space: Space, settings: Settings, sweep: Sweep, num_tra
     parent = saved.get("mlflow_parent_run_id")
     if parent is None:
         tags = {
-            "data_fingerprint": dataset_fingerprint(settings.data),
+            "data_fingerprint": dataset_fingerprint(local_dataset(settings.data, settings.cache_dir)),
             "git_commit": tracking.git_commit(),
             "ray_address": args.address or "local",
             "space": saved.get("space", str(sweep.space_file)),
@@ -259,7 +263,7 @@ def preflight_checks(args, space: Space, settings: Settings, sweep: Sweep) -> in
     """Everything that can be known wrong before Ray starts; returns the number of training images."""
     source = args.space or sweep.space_file
     num_train = check_data(settings)
-    preflight.warn_test_index(settings.data)
+    preflight.warn_test_index(settings.data, settings.cache_dir)
     if args.address:
         preflight.probe_address(args.address)
     else:

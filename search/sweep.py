@@ -1,14 +1,17 @@
 """A sweep: the one module that knows its folder and the files in it. Every command (run, resume, confirm, export,
 refit, ui, score) and the benchmarks open a sweep here; light to import: no Ray, no torch.
 
-    RESULTS/                    --results: many sweeps, and their MLflow store (SQLite: mlflow.db, mlartifacts/)
+    RESULTS/                    --results: a folder or s3:// gs:// (trainable.storage: one pyarrow filesystem, the
+                                one Ray Tune writes with); many sweeps, and on a folder their MLflow store (SQLite:
+                                mlflow.db, mlartifacts/; object storage: a tracking server keeps them)
       NAME/                     one sweep (a Ray Tune experiment)
         space.yaml              the space file as given
         sweep.json              resolved trial settings, the CLI's overrides, the MLflow run
         leaderboard.csv         one row per trial, best first (search.leaderboard.build)
         trial_<id>/             Ray Tune's trial folder: result.json, params.json, error.txt, checkpoint_*/
         confirm/                search.confirm's Ray Tune experiment: jobs.json, confirm.csv, trial_<id>/
-        refit/                  the refit's (search.export --refit): jobs.json, trial_<id>/
+        refit/                  the refit's (search.export --refit): jobs.json, trial_<id>/, submission/
+        submission/             search.export's answer.json and its zip (and overlays/ on a folder)
 
 The ranking rules live here too: `ranked` (scored trials, best first: one function picks the best) and
 `Sweep.winner` (what `export --best` ships).
@@ -335,11 +338,6 @@ class Sweep(Experiment):
 
             return Path(tempfile.mkdtemp(prefix=f"nucleitune-plots-{self.name}-"))
         return self.folder.local() / "plots"
-
-    @property
-    def export_dir(self) -> Store:
-        """search.export's submission of this sweep, beside its trials (--out writes elsewhere)."""
-        return self.folder / "export"
 
     @property
     def confirmation(self) -> Experiment:

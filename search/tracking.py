@@ -362,6 +362,15 @@ def close_sweep(callback: MLflowCallback, sweep: Sweep, space: Space, table, com
             [tracker.experiment_id()], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000
         )
         closed = {r.data.tags.get(TAG_TRIAL) for r in children if r.info.status != "RUNNING"}
+        known = set(table["trial_id"]) if len(table) else set()
+        for run in children:
+            # A trial the driver started but died before Ray's experiment state recorded it (on object storage the
+            # snapshot is uploaded in the background): Ray never resumes it; the searcher proposes it again as a new
+            # trial. Its run ends KILLED instead of RUNNING forever.
+            if run.info.status == "RUNNING" and run.data.tags.get(TAG_TRIAL) not in known:
+                why = "not in Ray's experiment state: the driver stopped before recording it; not resumed"
+                client.set_tag(run.info.run_id, "failure_reason", why)
+                client.set_terminated(run.info.run_id, "KILLED")
         for row in table.itertuples():
             params = sweep.params_file(row.trial_id)
             if row.trial_id not in closed and params.is_file():

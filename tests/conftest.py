@@ -1,6 +1,7 @@
 """Shared fixtures: the course dataset beside the project, small subsets of it, and a per-session annotation cache."""
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import boto3
 import pytest
 import yaml
 
@@ -15,6 +17,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from search.ui import free_port, server_command, server_env, wait_ready  # noqa: E402
+from trainable import storage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NUCLEI_DATA", ROOT.parent / "shared" / "data" / "nuclei"))
@@ -203,3 +206,47 @@ def swept(mlflow_server, dup_data, cache_dir, tmp_path_factory):
     exp = api(mlflow_server, "experiments/get-by-name?experiment_name=nucleitune")["experiment"]
     runs = api(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
     return exp["experiment_id"], runs, tmp / "results" / "ml"
+
+
+# Object storage: moto's S3 server on loopback (a real S3 API; what Ray's own tests use), one bucket.
+BUCKET = "nucleitune-test"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """moto's S3 server on loopback with one bucket: its endpoint (host:port)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per request in a failure's report
+    os.environ.update(CREDENTIALS)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"{host}:{port}"
+    boto3.client("s3", endpoint_url=f"http://{endpoint}").create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+def uri(endpoint: str, key: str, bucket: str = BUCKET) -> str:
+    return f"s3://{bucket}/{key}?endpoint_override={endpoint}&scheme=http"
+
+
+def keys(endpoint: str, prefix: str = "") -> list[str]:
+    client = boto3.client("s3", endpoint_url=f"http://{endpoint}")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3_data(s3, dup_data):
+    """The one-tile dataset of the sweep tests, uploaded to the bucket."""
+    place = storage.parse(uri(s3, "data/dup"))
+    place.upload(dup_data)
+    assert "data/dup/test_img_ids.json" in keys(s3, "data/")
+    return uri(s3, "data/dup")

@@ -1,7 +1,10 @@
-"""A two-node Ray cluster on loopback, started by the test with `ray start` (token authentication on): a sweep joins it
-with --address, runs trials on both nodes, survives the worker node being killed mid-trial, and the test tears down
-only the processes it started."""
+"""A two-node Ray cluster on loopback, started by the test with `ray start` (token authentication on), whose nodes
+share no disk: each has its own cache, the results and the dataset are in object storage (moto's S3 server on
+loopback). A sweep joins it with --address, runs trials on both nodes, survives the worker node being killed
+mid-trial (its trial resumes on the head from the bucket), and the test tears down only the processes it started."""
 
+import io
+import json
 import os
 import secrets
 import shutil
@@ -17,8 +20,9 @@ import pytest
 
 from search.sweep import reports as trial_reports
 from search.ui import free_port
-from tests.conftest import ROOT
+from tests.conftest import CREDENTIALS, DUP_TILE, ROOT, uri
 from tests.conftest import sweep_space as _space
+from trainable import storage
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -42,26 +46,30 @@ class Node:
 
 
 @pytest.fixture
-def cluster():
+def cluster(tmp_path):
     env = {
         **os.environ,
+        **CREDENTIALS,
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(16),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="nt-ray-", dir="/tmp"))  # short: Ray's unix socket paths have a length limit
+    caches = {"head": tmp_path / "head-cache", "worker": tmp_path / "worker-cache"}  # each node's own (trials inherit)
     # Per-node limits: 1 CPU, 3 GiB of task memory and a 200 MB object store each (both nodes share one machine).
     common = ["--num-cpus=1", "--memory=3221225472", "--object-store-memory=200000000", "--node-ip-address=127.0.0.1"]
     nodes = []
     try:
+        head_env, worker_env = ({**env, "NUCLEITUNE_CACHE": str(caches[n])} for n in ("head", "worker"))
         nodes.append(
-            Node(["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false", *common], env)
+            Node(["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false", *common], head_env)
         )
-        nodes.append(Node([f"--address=127.0.0.1:{port}", '--resources={"worker_node": 1}', *common], env))
+        nodes.append(Node([f"--address=127.0.0.1:{port}", '--resources={"worker_node": 1}', *common], worker_env))
         yield {
             "address": f"127.0.0.1:{port}",
-            "env": env,
+            "env": head_env,  # the driver runs on the head's machine
+            "caches": caches,
             "worker_node_id": _worker_node_id(f"127.0.0.1:{port}", env),
             "kill_worker": nodes[1].kill,
         }
@@ -82,13 +90,14 @@ def _worker_node_id(address: str, env: dict) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
-def test_two_node_cluster_survives_losing_the_worker_node(cluster, dup_data, cache_dir, tmp_path):
+def test_two_node_cluster_without_a_shared_disk_survives_losing_the_worker_node(cluster, s3, s3_data, tmp_path):
     worker_id = cluster["worker_node_id"]
-    # Two trials of 4 one-iteration epochs, 1 CPU each: one fits on each node. One retry per trial.
+    # Two trials of 4 one-iteration epochs, 1 CPU each: one fits on each node. One retry per trial. No cache_dir:
+    # each node's own ($NUCLEITUNE_CACHE), where it fetches the dataset from the bucket.
     space = _space(
         tmp_path,
-        dup_data,
-        cache_dir,
+        s3_data,
+        None,
         searcher="random",
         scheduler="fifo",
         num_samples=2,
@@ -96,14 +105,16 @@ def test_two_node_cluster_survives_losing_the_worker_node(cluster, dup_data, cac
         max_failures=1,
         resources={"cpu": 1},
         fixed={"epochs": 4},
+        settings={"data": s3_data, "split": {"val_ids": ["copy"], "train_ids": [DUP_TILE]}, "eval_every": 1},
     )
-    results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--results", str(results), "--name", "c"]
+    results = uri(s3, "cluster")
+    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--results", results, "--name", "c"]
+    cmd += ["--mlflow-uri", "off"]
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen(
         [*cmd, "--address", cluster["address"]], cwd=ROOT, env=cluster["env"], stdout=log, stderr=subprocess.STDOUT
     )
-    folder = results / "c"
+    folder = storage.parse(results) / "c"
 
     def placed() -> dict:
         """trial dir -> 'head' / 'worker' for the trials that have reported, by the node id of their first report."""
@@ -130,7 +141,7 @@ def test_two_node_cluster_survives_losing_the_worker_node(cluster, dup_data, cac
         if driver.poll() is None:
             driver.kill()
 
-    board = pd.read_csv(folder / "leaderboard.csv")
+    board = pd.read_csv(io.StringIO((folder / "leaderboard.csv").read_text()))
     assert len(board) == 2 and (board["status"] == "finished").all() and (board["epochs_run"] == 4).all()
     # The victim resumed on the head from its checkpoint: later reports come from a head process, its log says so.
     after = trial_reports(victim)[epochs_before:]
@@ -138,4 +149,8 @@ def test_two_node_cluster_survives_losing_the_worker_node(cluster, dup_data, cac
     assert [r["epoch"] for r in trial_reports(victim)][-1] == 4
     resumed = " ".join(p.read_text() for p in victim.glob("trial-resumed-*.log"))
     assert "resumed from" in resumed
-    assert "error.txt" in {p.name for p in victim.iterdir()}  # Ray recorded the node failure
+    assert "error.txt" in {p.name for p in victim.children()}  # Ray recorded the node failure
+    # Each node fetched the dataset into its own cache, once (its later trials, and the head's resumed one, reused it).
+    for node, cache in cluster["caches"].items():
+        (copy,) = (cache / "data").glob("dup-*")
+        assert len(json.loads((copy / ".fetched.json").read_text())["fetches"]) == 1, node

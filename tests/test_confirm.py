@@ -264,9 +264,9 @@ def test_a_confirmed_winner_ships_its_fold_0_checkpoint_and_a_stale_ranking_ship
     ranking.to_csv(confirm / "confirm.csv", index=False)
     row, why, trial_dir = winner(board)
     assert row["trial_id"] == "bbb" and "confirmed winner" in why
-    assert trial_dir == confirm / "trial_x0"  # not the sweep's trial_bbb, cut short by ASHA
+    assert Path(trial_dir) == confirm / "trial_x0"  # not the sweep's trial_bbb, cut short by ASHA
     board.loc[1, "status"] = "finished"
-    assert winner(board)[2] == tmp_path / "trial_bbb"
+    assert Path(winner(board)[2]) == tmp_path / "trial_bbb"
     board.loc[1, "status"] = "stopped_early"
 
     shutil.rmtree(confirm / "trial_x0")  # the fold-0 retrain to ship is gone
@@ -278,4 +278,4 @@ def test_a_confirmed_winner_ships_its_fold_0_checkpoint_and_a_stale_ranking_ship
         winner(board)
     shutil.rmtree(confirm)  # what `search.confirm` says to do to confirm anew: the ranking goes with it
     ranking.to_csv(tmp_path / "confirm.csv", index=False)  # where an older version left it: not a ranking to trust
-    assert winner(board)[2] == tmp_path / "trial_aaa"
+    assert Path(winner(board)[2]) == tmp_path / "trial_aaa"

@@ -231,3 +231,30 @@ def test_optuna_draws_a_parameter_only_where_it_acts():
         searcher.on_trial_result(f"t{i}", result)
         searcher.on_trial_complete(f"t{i}", result)
     assert len(seen) == 4  # both schedules with both kinds of backbone
+
+
+def test_the_progress_table_names_a_best_trial_that_lacks_a_conditional_parameter(capsys):
+    """Ray's progress table on the real space: a best trial without mask_resolution (a C4 model) or decays (a cosine
+    schedule) is shown, not a KeyError that ends Tuner.fit (its "current best trial" line looks up every column)."""
+    import time
+
+    from ray.tune.utils.log import Verbosity, set_verbosity
+
+    from search import tuning
+    from search.run import progress_columns
+
+    space = load_space(Path(__file__).resolve().parents[1] / "spaces" / "maskrcnn.yaml")
+    columns = progress_columns(space)
+    config = {k: 1 for k in columns}  # every key a trial of this space always has; no conditional one
+    reporter = tuning.progress_table(columns, ["epoch", "val_map50"])
+    reporter.setup(start_time=time.time(), metric="val_map50", mode="max")
+    trial = Trial("trial", config=config, stub=True)
+    trial.update_last_result({"val_map50": 0.2, "epoch": 1, "time_total_s": 1.0, "config": config})
+    trial.set_status(Trial.RUNNING)
+    set_verbosity(Verbosity.V0_MINIMAL)  # the best-trial line without the table (a stub trial has no folder to show)
+    try:
+        reporter.report([trial], False)
+    finally:
+        set_verbosity(Verbosity.V3_TRIAL_DETAILS)  # Ray's default
+    assert f"Current best trial: {trial.trial_id} with val_map50=0.2" in capsys.readouterr().out
+    assert "mask_resolution" in space.params and not any(k.startswith(("mask_resolution", "decay")) for k in columns)

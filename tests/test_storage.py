@@ -3,64 +3,21 @@ MLflow (a tracking server whose artifacts go to the bucket), search.confirm and 
 
 import io
 import json
-import logging
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pytest
 
 from search.ui import free_port, server_command, server_env, wait_ready
-from tests.conftest import ROOT, api
+from tests.conftest import BUCKET, CREDENTIALS, ROOT, api, keys, uri
 from tests.conftest import sweep_space as _space
 from trainable import storage
-
-BUCKET = "nucleitune-test"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing-key-id",
-    "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """moto's S3 server on loopback with one bucket: its endpoint (host:port)."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per request in a failure's report
-    os.environ.update(CREDENTIALS)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"{host}:{port}"
-    boto3.client("s3", endpoint_url=f"http://{endpoint}").create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
-
-
-def uri(endpoint: str, key: str, bucket: str = BUCKET) -> str:
-    return f"s3://{bucket}/{key}?endpoint_override={endpoint}&scheme=http"
-
-
-def keys(endpoint: str, prefix: str = "") -> list[str]:
-    client = boto3.client("s3", endpoint_url=f"http://{endpoint}")
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-
-@pytest.fixture(scope="module")
-def s3_data(s3, dup_data):
-    """The one-tile dataset of the sweep tests, uploaded to the bucket."""
-    place = storage.parse(uri(s3, "data/dup"))
-    place.upload(dup_data)
-    assert "data/dup/test_img_ids.json" in keys(s3, "data/")
-    return uri(s3, "data/dup")
 
 
 @pytest.fixture(scope="module")
@@ -98,20 +55,44 @@ def _tree(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def s3_sweep(s3, s3_data, s3_mlflow, cache_dir, tmp_path_factory):
-    """A 2-trial FIFO sweep of 2 epochs with --results and --data in the bucket, logged to the S3-backed MLflow
-    server, run from an empty working folder: (its working folder, the sweep's URI, the run)."""
+def s3_sweep(s3, s3_data, s3_mlflow, tmp_path_factory):
+    """A 2-trial FIFO sweep of 3 epochs with --results and --data in the bucket, logged to the S3-backed MLflow
+    server, run from an empty working folder; its driver is killed (SIGKILL) once the second trial has a checkpoint,
+    then --resume continues it from the bucket: (working folder, its listing before, the resume's run, node cache)."""
     work = tmp_path_factory.mktemp("s3-work")
     node_cache = tmp_path_factory.mktemp("s3-node-cache")  # the node's own cache: the dataset is fetched into it
-    space = _space(work.parent, s3_data, node_cache, scheduler="fifo", num_samples=2, fixed={"epochs": 2})
+    space = _space(work.parent, s3_data, node_cache, scheduler="fifo", num_samples=2, fixed={"epochs": 3})
     space = space.rename(tmp_path_factory.mktemp("s3-space") / "space.yaml")
     before = _tree(work)
-    p = _cli(
-        "search.run",
-        *("--space", str(space), "--results", uri(s3, "sweeps"), "--name", "s3"),
-        *("--mlflow-uri", s3_mlflow),
-        cwd=work,
-    )
+    results = uri(s3, "sweeps")
+    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--results", results, "--name", "s3"]
+    log_path = tmp_path_factory.mktemp("s3-logs") / "driver.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **CREDENTIALS}
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen(
+            [*cmd, "--mlflow-uri", s3_mlflow],
+            cwd=work,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.time() + 600
+    while time.time() < deadline:  # both trials have a checkpoint in the bucket: one done, one (likely) mid-way
+        trials = {k.split("/")[2] for k in keys(s3, "sweeps/s3/trial_") if k.endswith("/model.pth")}
+        if len(trials) >= 2:
+            break
+        assert driver.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(0.5)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    time.sleep(2)
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)  # whatever Ray left of that session
+    except ProcessLookupError:
+        pass
+    assert "sweeps/s3/leaderboard.csv" not in keys(s3, "sweeps/s3/")
+    p = _cli("search.run", "--resume", "--results", results, "--name", "s3", cwd=work)
     return work, before, p, node_cache
 
 
@@ -130,9 +111,9 @@ def test_a_sweep_on_s3_keeps_its_results_and_mlflow_artifacts_in_the_bucket_noth
         assert f"trial_{t}/result.json" in trial and f"trial_{t}/params.json" in trial
         assert any(n.endswith("/model.pth") for n in trial), trial  # its best checkpoint, in the bucket
         reports = storage.parse(uri(s3, f"sweeps/s3/trial_{t}/result.json")).read_text().splitlines()
-        assert [json.loads(r)["epoch"] for r in reports] == [1, 2]
+        assert [json.loads(r)["epoch"] for r in reports] == [1, 2, 3]  # each epoch once, across both drivers
 
-    # The dataset was fetched once into the node's cache, and reused (the second trial fetched nothing).
+    # The dataset was fetched once into the node's cache, and reused (later trials and the resume fetched nothing).
     (copy,) = (node_cache / "data").glob("dup-*")
     fetches = json.loads((copy / ".fetched.json").read_text())["fetches"]
     assert len(fetches) == 1 and fetches[0]["files"] > 0
@@ -140,10 +121,20 @@ def test_a_sweep_on_s3_keeps_its_results_and_mlflow_artifacts_in_the_bucket_noth
     # MLflow: the sweep's run and one per trial, their artifacts in the bucket (through the server).
     exp = api(s3_mlflow, "experiments/get-by-name?experiment_name=nucleitune")["experiment"]
     runs = api(s3_mlflow, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
-    assert len(runs) == 3 and {r["info"]["status"] for r in runs} == {"FINISHED"}, p.stdout[-4000:] + p.stderr[-4000:]
+    # (The driver may die before Ray's experiment state, uploaded in the background, records the second trial: Ray
+    # then runs its configuration again as a new trial, and the first one's run ends KILLED, outside the leaderboard.)
+    tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs}
+    trial_runs = [r for r in runs if tags[r["info"]["run_id"]].get("nucleitune.trial_id") in set(board["trial_id"])]
+    others = [r for r in runs if r not in trial_runs and r["info"]["run_name"] != "s3"]
+    assert len(trial_runs) == 2 and {r["info"]["status"] for r in trial_runs} == {"FINISHED"}
+    assert len(others) <= 1 and all(r["info"]["status"] == "KILLED" for r in others), others
+    runs = [r for r in runs if r not in others]
     artifacts = keys(s3, "mlartifacts/")
     for run in runs:
         assert any(run["info"]["run_id"] in k for k in artifacts), run["info"]["run_name"]
+        if run["info"]["run_name"] != "s3":  # a trial's run: every epoch once, though one trial ran under two drivers
+            history = api(s3_mlflow, f"metrics/get-history?run_id={run['info']['run_id']}&metric_key=val_map50")
+            assert sorted(m["step"] for m in history["metrics"]) == [1, 2, 3]
     assert any(k.endswith("leaderboard.csv") for k in artifacts)
     assert any(k.endswith("learning_curve.png") for k in artifacts)
 
@@ -226,3 +217,23 @@ def test_refused_credentials_are_one_error_line(tmp_path):
         server.wait(timeout=30)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and "credentials were refused" in lines[0], p.stderr[-2000:]
+
+
+def test_confirm_and_refit_from_the_bucket(s3, s3_sweep, tmp_path):
+    _, _, p, _ = s3_sweep
+    assert p.returncode == 0, p.stderr[-3000:]
+    results = uri(s3, "sweeps")
+    confirm = _cli("search.confirm", "--results", results, "--name", "s3", "--top", "1", "--folds", "2", cwd=tmp_path)
+    assert confirm.returncode == 0, confirm.stdout[-3000:] + confirm.stderr[-3000:]
+    listed = keys(s3, "sweeps/s3/confirm/")
+    assert {"sweeps/s3/confirm/jobs.json", "sweeps/s3/confirm/confirm.csv"} <= set(listed)
+    assert any(k.endswith("/model.pth") for k in listed)  # the fold's retrain, in the bucket
+    best = _cli("search.export", "--best", "--results", results, "--name", "s3", "--out", "c/answer.json", cwd=tmp_path)
+    assert best.returncode == 0 and "confirmed winner" in best.stdout, best.stdout[-3000:] + best.stderr[-3000:]
+
+    refit = _cli("search.export", "--best", "--refit", "--results", results, "--name", "s3", cwd=tmp_path)
+    assert refit.returncode == 0, refit.stdout[-3000:] + refit.stderr[-3000:]
+    listed = keys(s3, "sweeps/s3/refit/")
+    assert any(k.endswith("/model.pth") for k in listed) and "sweeps/s3/refit/submission/answer.json" in listed
+    assert json.loads((tmp_path / "s3-refit-submission" / "answer.json").read_text())
+    assert {p.split("/")[0] for p in _tree(tmp_path)} == {"c", "s3-refit-submission"}  # the two local submissions

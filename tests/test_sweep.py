@@ -301,6 +301,8 @@ def test_the_pruner_never_strips_the_checkpoint_ray_would_restore_from(tmp_path)
     import shutil
     from types import SimpleNamespace
 
+    import pyarrow.fs
+
     from search.checkpoints import TrainerStatePruner
     from trainable.checkpoints import TRAINER_STATE
 
@@ -313,7 +315,10 @@ def test_the_pruner_never_strips_the_checkpoint_ray_would_restore_from(tmp_path)
 
     pruner = TrainerStatePruner()
     folder = tmp_path / "trial"
-    trial = SimpleNamespace(storage=SimpleNamespace(trial_fs_path=str(folder)), checkpoint=None, status="RUNNING")
+    local = pyarrow.fs.LocalFileSystem()  # Ray's StorageContext names a trial's folder on its storage filesystem
+    trial = SimpleNamespace(
+        storage=SimpleNamespace(trial_fs_path=str(folder), storage_filesystem=local), checkpoint=None, status="RUNNING"
+    )
     kept: dict[Path, float] = {}  # Ray's checkpoints of the trial and their val_map50
     for k, score in enumerate([0.5, 0.1, 0.7, 0.2, 0.3, 0.1, 0.8, 0.2]):
         new = ckpt(folder, k)
@@ -339,7 +344,7 @@ def test_the_pruner_never_strips_the_checkpoint_ray_would_restore_from(tmp_path)
     errored_folder = tmp_path / "errored"
     errored_ckpts = [ckpt(errored_folder, 0), ckpt(errored_folder, 1)]
     errored = SimpleNamespace(
-        storage=SimpleNamespace(trial_fs_path=str(errored_folder)),
+        storage=SimpleNamespace(trial_fs_path=str(errored_folder), storage_filesystem=local),
         checkpoint=SimpleNamespace(path=str(errored_ckpts[1])),
         status="ERROR",
     )

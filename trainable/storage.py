@@ -111,6 +111,10 @@ class Store:
         return Path(self.name).suffix
 
     @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    @property
     def uri(self) -> str:
         """What a user types to mean this place again (a path, or scheme://bucket/key with the URI's options)."""
         if not self.remote:
