@@ -16,6 +16,7 @@ uploads (model.pth 181 MB + trainer.pth 181 MB: bench/RESULTS.md item 9).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import statistics
@@ -107,6 +108,7 @@ def time_upload(src: Path, dest, repeats: int) -> float:
     times = []
     for i in range(repeats):
         target = dest / f"upload_{i}"
+        target.mkdir()  # a local destination needs its folder; on object storage a marker, as Ray's uploads leave
         start = time.perf_counter()
         pafs.copy_files(str(src), target.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=dest.fs)
         times.append(time.perf_counter() - start)
@@ -127,6 +129,7 @@ def main() -> None:
 
     from trainable import storage
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server: not a line per request
     os.environ.update(CREDENTIALS)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
