@@ -8,7 +8,7 @@ per trial stays flat (1,000 trials cost <= 1.2x per trial what 10 cost).
         [--profile] [--reuse]
 
 Each size runs in a fresh driver process, as search.run does: the space file (default spaces/maskrcnn.yaml, with
-num_samples, max_concurrent and resources overridden), its settings, the sweep folder and sweep.json, a local Ray,
+num_samples, max_concurrent and resources overridden), its settings, the sweep folder and saved settings, a local Ray,
 the sweep's MLflow run (SQLite store beside the sweep), search.run.build_tuner (Optuna TPE + ASHA, search.tuning's
 RunConfig: best + latest checkpoint, TrainerStatePruner, progress table), leaderboard.build, Sweep.write_board and
 tracking.close_sweep. Only the trainable is replaced: `stand_in_trial` reports at the iterations a real trial reports
@@ -272,7 +272,7 @@ def one_sweep(n: int, args: argparse.Namespace) -> dict:
     doc.update(name=f"scale-{n}", num_samples=n, max_concurrent=args.concurrent, seed=0)
     doc["resources"] = {"cpu": args.cpus_per_trial, "gpu": 0}
     doc["settings"]["data"] = str(SAMPLE)
-    space_file = results / "space.yaml"
+    space_file = results / f"scale-{n}.yaml"  # the space file as given (the sweep keeps its own copy)
     space_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     space = load_space(space_file)
     settings = Settings.from_dict(space.settings)
