@@ -43,8 +43,14 @@ class ScoredOptunaSearch(OptunaSearch):
         """The step a report counts at: the last rung (or the end) it has reached; before the first rung, its own."""
         return max((p for p in self._points if p <= progress_step), default=progress_step)
 
+    def _unknown(self, trial_id: str) -> bool:
+        """A trial Ray resumes that this searcher never proposed: Ray restored it from an experiment state newer than
+        the searcher's own saved state (two files of one snapshot; on object storage a driver killed between their
+        uploads leaves one without the other). The trial goes on; the searcher learns nothing from it."""
+        return trial_id not in self._ot_trials
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or SCORE not in result or STEP not in result:
+        if trial_id in self._completed_trials or self._unknown(trial_id) or SCORE not in result or STEP not in result:
             return
         step = self._step(int(result[STEP]))
         if step > self._reported_steps.get(trial_id, -1):  # the first report at a rung, as ASHA sees it; once
@@ -52,7 +58,7 @@ class ScoredOptunaSearch(OptunaSearch):
             self._reported_steps[trial_id] = step
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials:
+        if trial_id in self._completed_trials or self._unknown(trial_id):
             return
         ot_trial = self._ot_trials[trial_id]
         last = result or {}

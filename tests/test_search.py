@@ -258,3 +258,17 @@ def test_the_progress_table_names_a_best_trial_that_lacks_a_conditional_paramete
         set_verbosity(Verbosity.V3_TRIAL_DETAILS)  # Ray's default
     assert f"Current best trial: {trial.trial_id} with val_map50=0.2" in capsys.readouterr().out
     assert "mask_resolution" in space.params and not any(k.startswith(("mask_resolution", "decay")) for k in columns)
+
+
+def test_a_resumed_trial_the_restored_searcher_never_proposed_runs_on(tmp_path):
+    """Ray may restore an experiment state that names a trial its restored searcher state does not (a driver killed
+    between the two uploads of one snapshot to object storage): the trial's reports and its end reach a searcher
+    that never proposed it, and must not raise (a KeyError there stopped Tuner.fit on the resumed S3 sweep)."""
+    space = _space(tmp_path, searcher="optuna", params={"lr": {"loguniform": [0.001, 0.1]}})
+    searcher, _, _ = build_search(space)
+    searcher.suggest("known")
+    result = {"epoch": 1, PROGRESS: 1.0, STEP: STEPS, SCORE: 0.3}
+    searcher.on_trial_result("lost", result)
+    searcher.on_trial_complete("lost", result)
+    searcher.on_trial_complete("known", result)
+    assert [t.state for t in searcher._ot_study.trials] == [TrialState.COMPLETE]  # it learnt from its own trial only
