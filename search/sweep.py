@@ -330,14 +330,9 @@ class Sweep(Experiment):
         return self.folder / _BOARD
 
     @property
-    def plots_dir(self) -> Path:
-        """Where the sweep's plots are drawn: its folder, or a local temporary one where it is on object storage (the
-        plots go to MLflow)."""
-        if self.folder.remote:
-            import tempfile
-
-            return Path(tempfile.mkdtemp(prefix=f"nucleitune-plots-{self.name}-"))
-        return self.folder.local() / "plots"
+    def plots_dir(self) -> Path | None:
+        """Where the sweep's plots are drawn: its folder; None on object storage (drawn aside, they go to MLflow)."""
+        return None if self.folder.remote else self.folder.local() / "plots"
 
     @property
     def confirmation(self) -> Experiment:

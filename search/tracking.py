@@ -9,6 +9,7 @@ once on stderr and skipped; Ray's own results still hold every metric.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import subprocess
@@ -324,21 +325,33 @@ class MLflowCallback(Callback):
         from search import plots
 
         log = self.tracker.log_file
-        # Drawn in the trial's folder, or a local temporary one where that is on object storage (MLflow keeps them).
-        out = Path(tempfile.mkdtemp(prefix="nucleitune-plots-")) if trial_dir.remote else trial_dir.local() / "plots"
-        out.mkdir(exist_ok=True)
-        curve = self.tracker.safe(
-            "plotting a learning curve", plots.learning_curve, reports, out / "learning_curve.png"
-        )
-        lrs = self.tracker.safe("plotting an LR schedule", plots.lr_schedule, hp, num_train, out / "lr_schedule.png")
-        best = best_checkpoint(trial_dir)
-        overlay = best / "val_overlay.png" if best and (best / "val_overlay.png").is_file() else None
-        for path in (curve, lrs, overlay):
-            if path is not None:
-                self.tracker.safe("logging artifacts", log, run_id, path)
-        for name in ("config.yaml", "state.json") if best else ():
-            if (best / name).is_file():
-                self.tracker.safe("logging artifacts", log, run_id, best / name, artifact_path="best_checkpoint")
+        with drawing_folder(None if trial_dir.remote else trial_dir.local() / "plots") as out:
+            curve = self.tracker.safe(
+                "plotting a learning curve", plots.learning_curve, reports, out / "learning_curve.png"
+            )
+            lrs = self.tracker.safe(
+                "plotting an LR schedule", plots.lr_schedule, hp, num_train, out / "lr_schedule.png"
+            )
+            best = best_checkpoint(trial_dir)
+            overlay = best / "val_overlay.png" if best and (best / "val_overlay.png").is_file() else None
+            for path in (curve, lrs, overlay):
+                if path is not None:
+                    self.tracker.safe("logging artifacts", log, run_id, path)
+            for name in ("config.yaml", "state.json") if best else ():
+                if (best / name).is_file():
+                    self.tracker.safe("logging artifacts", log, run_id, best / name, artifact_path="best_checkpoint")
+
+
+@contextlib.contextmanager
+def drawing_folder(folder: Path | None):
+    """`folder` (made if needed) to draw plots in, or where the results are on object storage (None) a local
+    temporary one, removed once MLflow has the plots."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="nucleitune-plots-") as scratch:
+        yield Path(scratch)
 
 
 def as_ray_status(status: str) -> str:
@@ -399,8 +412,9 @@ def close_sweep(callback: MLflowCallback, sweep: Sweep, space: Space, table, com
         client.set_tag(parent, "mlflow.note.content", sweep_note(callback, sweep, space, table))
         if sweep.board_file.is_file():
             tracker.log_file(parent, sweep.board_file)
-            for png in plots.sweep_plots(table, space, sweep.plots_dir):  # the leaderboard just written
-                client.log_artifact(parent, str(png), artifact_path="plots")
+            with drawing_folder(sweep.plots_dir) as out:
+                for png in plots.sweep_plots(table, space, out):  # the leaderboard just written
+                    client.log_artifact(parent, str(png), artifact_path="plots")
         client.set_terminated(parent, "FINISHED" if complete else "KILLED")
 
     tracker.safe("closing the trials' runs", _trials)

@@ -32,7 +32,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def server_command(uri: str, host: str, port: int, artifacts: Path | None) -> list[str]:
+def server_command(uri: str, host: str, port: int, artifacts: str | Path | None) -> list[str]:
     cmd = [
         sys.executable,
         "-m",

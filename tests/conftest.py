@@ -4,8 +4,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -158,24 +160,30 @@ def api(url: str, path: str, body: dict | None = None) -> dict:
         return json.load(r)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
+def run_mlflow_server(root: Path, artifacts: str | Path, env: dict | None = None):
+    """A tracking server on loopback (SQLite store in `root`, artifacts at `artifacts`: a folder or s3://...), for
+    a fixture to yield from: its URL, the server stopped after."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        server_command(f"sqlite:///{root / 'mlflow.db'}", "127.0.0.1", port, root / "artifacts"),
-        env=server_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            server_command(f"sqlite:///{root / 'mlflow.db'}", "127.0.0.1", port, artifacts),
+            env={**server_env(), **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_ready(url, proc, timeout=120)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    yield from run_mlflow_server(root, root / "artifacts")
 
 
 @pytest.fixture(scope="session")
@@ -250,3 +258,14 @@ def s3_data(s3, dup_data):
     place.upload(dup_data)
     assert "data/dup/test_img_ids.json" in keys(s3, "data/")
     return uri(s3, "data/dup")
+
+
+def kill_driver(driver: subprocess.Popen) -> None:
+    """SIGKILL a driver started with start_new_session=True, then whatever Ray left of its session (its group)."""
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    time.sleep(2)
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -4,7 +4,6 @@ MLflow (a tracking server whose artifacts go to the bucket), search.confirm and 
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from search.ui import free_port, server_command, server_env, wait_ready
-from tests.conftest import BUCKET, CREDENTIALS, ROOT, api, keys, uri
+from search.ui import free_port
+from tests.conftest import BUCKET, CREDENTIALS, ROOT, api, keys, kill_driver, run_mlflow_server, uri
 from tests.conftest import sweep_space as _space
 from trainable import storage
 
@@ -23,20 +22,8 @@ from trainable import storage
 @pytest.fixture(scope="module")
 def s3_mlflow(s3, tmp_path_factory):
     """An MLflow tracking server whose artifacts go to the bucket (--artifacts-destination s3://...)."""
-    root = tmp_path_factory.mktemp("mlflow-s3")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = server_command(f"sqlite:///{root / 'mlflow.db'}", "127.0.0.1", port, None)
-    cmd += ["--artifacts-destination", f"s3://{BUCKET}/mlartifacts"]
-    env = {**server_env(), **CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": f"http://{s3}"}
-    with open(root / "server.log", "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_ready(url, proc, timeout=120)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    env = {**CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": f"http://{s3}"}  # the server writes the artifacts
+    yield from run_mlflow_server(tmp_path_factory.mktemp("mlflow-s3"), f"s3://{BUCKET}/mlartifacts", env)
 
 
 def _cli(module: str, *args, cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -84,13 +71,7 @@ def s3_sweep(s3, s3_data, s3_mlflow, tmp_path_factory):
             break
         assert driver.poll() is None, log_path.read_text()[-3000:]
         time.sleep(0.5)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-    time.sleep(2)
-    try:
-        os.killpg(driver.pid, signal.SIGKILL)  # whatever Ray left of that session
-    except ProcessLookupError:
-        pass
+    kill_driver(driver)
     assert "sweeps/s3/leaderboard.csv" not in keys(s3, "sweeps/s3/")
     p = _cli("search.run", "--resume", "--results", results, "--name", "s3", cwd=work)
     return work, before, p, node_cache

@@ -1,7 +1,6 @@
 """Real sweeps: Ray Tune + Optuna + ASHA + Detectron2 on one-tile datasets, driven through the CLI."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import DUP_TILE, ROOT
+from tests.conftest import DUP_TILE, ROOT, kill_driver
 from tests.conftest import sweep_space as _space
 from trainable.metrics import STEPS
 
@@ -111,13 +110,7 @@ def test_resume_after_driver_sigkill(dup_data, cache_dir, tmp_path):
     while time.time() < deadline and len(list(folder.glob("trial_*/checkpoint_*"))) < 4:
         assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
         time.sleep(0.5)
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-    time.sleep(2)
-    try:
-        os.killpg(driver.pid, signal.SIGKILL)  # whatever Ray left of that session
-    except ProcessLookupError:
-        pass
+    kill_driver(driver)
     assert not (folder / "leaderboard.csv").exists()
 
     p = _run("--resume", "--results", str(results), "--name", "r")

@@ -24,7 +24,6 @@ from pathlib import Path
 import pyarrow
 import pyarrow.fs as pafs
 
-REMOTE_SCHEMES = ("s3", "gs", "gcs")
 _TIMEOUTS = {"connect_timeout": 5.0, "request_timeout": 30.0}  # an endpoint that does not answer: seconds, not minutes
 
 
@@ -114,14 +113,6 @@ class Store:
     def stem(self) -> str:
         return Path(self.name).stem
 
-    @property
-    def uri(self) -> str:
-        """What a user types to mean this place again (a path, or scheme://bucket/key with the URI's options)."""
-        if not self.remote:
-            return self.path
-        query = f"?{urllib.parse.urlencode(self.query)}" if self.query else ""
-        return f"{self.scheme}://{self.path}{query}"
-
     def __str__(self) -> str:
         return self.path if not self.remote else f"{self.scheme}://{self.path}"
 
@@ -164,9 +155,6 @@ class Store:
     def mtime(self) -> float:
         info = self.fs.get_file_info(self.path)
         return info.mtime.timestamp() if info.mtime else 0.0
-
-    def size(self) -> int:
-        return self.fs.get_file_info(self.path).size or 0
 
     def children(self, prefix: str = "") -> list[Store]:
         """What is directly in this folder whose name starts with `prefix`, in name order ([] where there is none)."""
