@@ -23,6 +23,7 @@ from trainable.data import DatasetError, Split, load_train_records
 from trainable.files import check_folder
 from trainable.metrics import METRIC, SCORE
 from trainable.settings import Settings
+from trainable.storage import explain
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +273,10 @@ def preflight_checks(args, space: Space, settings: Settings, sweep: Sweep) -> in
     return num_train
 
 
+def resume_command(sweep: Sweep) -> str:
+    return f"python -m search.run --resume --name {sweep.name} --results {sweep.results}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -288,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - refused, wrong token, not a Ray port...: nothing written yet
         print(tuning.ray_error(args.address, e), file=sys.stderr)
         return 2
-    fit_error = None
+    fit_error = storage_error = None
     try:
         save_sweep(args, space, settings, sweep)
         print(
@@ -308,9 +313,19 @@ def main(argv: list[str] | None = None) -> int:
             if timer:
                 timer.cancel()
         wall = time.perf_counter() - start
-        table = leaderboard.build(sweep, space)
+        try:
+            table = leaderboard.build(sweep, space)
+        except OSError as e:  # storage that stopped answering: Ray's state there is as it last saved it
+            storage_error = e
     finally:
         ray.shutdown()
+    if storage_error:
+        print(
+            f"error: storage {sweep.folder} failed: {explain(storage_error)}; the trials there are as Ray "
+            f"last saved them: once it answers, continue with {resume_command(sweep)}",
+            file=sys.stderr,
+        )
+        return 1
     sweep.write_board(table)
     print(f"\nleaderboard: {sweep.board_file}")
     print(leaderboard.summary(table, space, wall))
@@ -331,8 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if not complete:
         print(
-            f"error: sweep interrupted: {ended} of {expected} trials ended; continue with "
-            f"python -m search.run --resume --name {sweep.name} --results {sweep.results}",
+            f"error: sweep interrupted: {ended} of {expected} trials ended; continue with {resume_command(sweep)}",
             file=sys.stderr,
         )
         return 1

@@ -245,9 +245,9 @@ def uri(endpoint: str, key: str, bucket: str = BUCKET) -> str:
     return f"s3://{bucket}/{key}?endpoint_override={endpoint}&scheme=http"
 
 
-def keys(endpoint: str, prefix: str = "") -> list[str]:
+def keys(endpoint: str, prefix: str = "", bucket: str = BUCKET) -> list[str]:
     client = boto3.client("s3", endpoint_url=f"http://{endpoint}")
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
 

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import boto3
 import pandas as pd
 import pytest
 
@@ -198,6 +199,55 @@ def test_refused_credentials_are_one_error_line(tmp_path):
         server.wait(timeout=30)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and "credentials were refused" in lines[0], p.stderr[-2000:]
+
+
+def test_a_storage_outage_mid_sweep_fails_its_trials_and_resume_continues_them(s3, dup_data, cache_dir, tmp_path):
+    """The bucket's server stops once a trial has a checkpoint there and starts again after the driver has ended:
+    the trials fail as Ray's do (one retry each), the driver says storage failed and how to go on (exit 1), and
+    --resume continues from the bucket: every trial ends once, with each epoch reported once."""
+    from moto.server import ThreadedMotoServer
+
+    port, bucket = free_port(), "outage"
+    endpoint = f"127.0.0.1:{port}"
+
+    def serve() -> ThreadedMotoServer:  # moto keeps its buckets in this process: a new server on the port has them
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        return server
+
+    server = serve()
+    boto3.client("s3", endpoint_url=f"http://{endpoint}").create_bucket(Bucket=bucket)
+    space = _space(tmp_path, dup_data, cache_dir, scheduler="fifo", num_samples=2, fixed={"epochs": 3}, max_failures=1)
+    results = uri(endpoint, "sweeps", bucket=bucket)
+    cmd = ["search.run", "--space", str(space), "--results", results, "--name", "o", "--mlflow-uri", "off"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **CREDENTIALS}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", *cmd], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.time() + 600
+        while not any(k.endswith("/model.pth") for k in keys(endpoint, "sweeps/o/trial_", bucket)):
+            assert driver.poll() is None and time.time() < deadline, driver.communicate()
+            time.sleep(0.5)
+        server.stop()
+        out, err = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        server = serve()
+    try:
+        assert driver.returncode == 1, out[-3000:] + err[-3000:]
+        assert "error: storage s3://outage/sweeps/o failed" in err and "--resume --name o" in err, err[-3000:]
+        p = _cli("search.run", "--resume", "--results", results, "--name", "o", "--mlflow-uri", "off", cwd=tmp_path)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        text = storage.parse(uri(endpoint, "sweeps/o/leaderboard.csv", bucket)).read_text()
+        board = pd.read_csv(io.StringIO(text), dtype={"trial_id": str})
+        assert len(board) == 2 and (board["status"] == "finished").all(), board
+        for t in board["trial_id"]:
+            reports = storage.parse(uri(endpoint, f"sweeps/o/trial_{t}/result.json", bucket)).read_text().splitlines()
+            assert [json.loads(r)["epoch"] for r in reports] == [1, 2, 3]
+    finally:
+        server.stop()
 
 
 def test_confirm_and_refit_from_the_bucket(s3, s3_sweep, tmp_path):

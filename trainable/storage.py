@@ -257,10 +257,10 @@ class Store:
         except StorageError:
             raise
         except (OSError, pyarrow.ArrowException) as e:
-            raise StorageError(f"{what} {self}: {_explain(e)}") from None
+            raise StorageError(f"{what} {self}: {explain(e)}") from None
 
 
-def _explain(e: BaseException) -> str:
+def explain(e: BaseException) -> str:
     """The reason in pyarrow's (AWS SDK's) words, shortened to what a user acts on."""
     text = _first_line(e)
     for marker, why in (
