@@ -1,7 +1,8 @@
 """A two-node Ray cluster on loopback, started by the test with `ray start` (token authentication on), whose nodes
-share no disk: each has its own cache, the results and the dataset are in object storage (moto's S3 server on
-loopback). A sweep joins it with --address, runs trials on both nodes, survives the worker node being killed
-mid-trial (its trial resumes on the head from the bucket), and the test tears down only the processes it started."""
+share no disk: each has its own cache and Ray temp folder, the results and the dataset are in object storage (moto's
+S3 server on loopback). A sweep joins it with --address, runs trials on both nodes, survives the worker node being
+killed mid-trial (its trial resumes on the head from the bucket), and the test tears down only the processes it
+started."""
 
 import io
 import json
@@ -55,28 +56,31 @@ def cluster(tmp_path):
         "RAY_USAGE_STATS_ENABLED": "0",
     }
     port = free_port()
-    temp = Path(tempfile.mkdtemp(prefix="nt-ray-", dir="/tmp"))  # short: Ray's unix socket paths have a length limit
-    caches = {"head": tmp_path / "head-cache", "worker": tmp_path / "worker-cache"}  # each node's own (trials inherit)
+    # Each node's own temp folder (short: Ray's unix socket paths have a length limit) and cache (trials inherit it).
+    temps = {n: Path(tempfile.mkdtemp(prefix=f"nt-ray-{n}-", dir="/tmp")) for n in ("head", "worker")}
+    caches = {"head": tmp_path / "head-cache", "worker": tmp_path / "worker-cache"}
     # Per-node limits: 1 CPU, 3 GiB of task memory and a 200 MB object store each (both nodes share one machine).
     common = ["--num-cpus=1", "--memory=3221225472", "--object-store-memory=200000000", "--node-ip-address=127.0.0.1"]
     nodes = []
     try:
         head_env, worker_env = ({**env, "NUCLEITUNE_CACHE": str(caches[n])} for n in ("head", "worker"))
-        nodes.append(
-            Node(["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false", *common], head_env)
-        )
-        nodes.append(Node([f"--address=127.0.0.1:{port}", '--resources={"worker_node": 1}', *common], worker_env))
+        head_args = ["--head", f"--port={port}", f"--temp-dir={temps['head']}", "--include-dashboard=false"]
+        nodes.append(Node([*head_args, *common], head_env))
+        worker_args = [f"--address=127.0.0.1:{port}", f"--temp-dir={temps['worker']}", '--resources={"worker_node": 1}']
+        nodes.append(Node([*worker_args, *common], worker_env))
         yield {
             "address": f"127.0.0.1:{port}",
             "env": head_env,  # the driver runs on the head's machine
             "caches": caches,
+            "temps": temps,
             "worker_node_id": _worker_node_id(f"127.0.0.1:{port}", env),
             "kill_worker": nodes[1].kill,
         }
     finally:
         for node in nodes:
             node.kill()
-        shutil.rmtree(temp, ignore_errors=True)
+        for temp in temps.values():
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def _worker_node_id(address: str, env: dict) -> str:
@@ -150,6 +154,9 @@ def test_two_node_cluster_without_a_shared_disk_survives_losing_the_worker_node(
     resumed = " ".join(p.read_text() for p in victim.glob("trial-resumed-*.log"))
     assert "resumed from" in resumed
     assert "error.txt" in {p.name for p in victim.children()}  # Ray recorded the node failure
+    # Each node's raylet kept its session in its own temp folder.
+    for node, temp in cluster["temps"].items():
+        assert list(temp.glob("session_*/logs/raylet.out")), node
     # Each node fetched the dataset into its own cache, once (its later trials, and the head's resumed one, reused it).
     for node, cache in cluster["caches"].items():
         (copy,) = (cache / "data").glob("dup-*")
