@@ -165,6 +165,18 @@ def test_bad_lever_values_are_refused(bad, message):
         validate({"weights": "scratch", **bad})
 
 
+def test_hyperparameters_are_completed_and_checked_once(monkeypatch):
+    import trainable.config as config
+
+    checks = []
+    monkeypatch.setattr(config, "_check", lambda hp: checks.append(dict(hp)))
+    hp = validate({"weights": "scratch", "roi_nms": 0.4})
+    assert hp["roi_nms"] == 0.4 and hp["backbone"] == config.DEFAULTS["backbone"]  # defaults filled in
+    assert validate(hp) is hp and len(checks) == 1  # run_trial's hyperparameters are not checked again by build_cfg
+    build_cfg(hp, 20)
+    assert len(checks) == 1
+
+
 def test_rescoring_changes_only_scores():
     probabilities = torch.tensor([[0.9, 0.9, 0.1, 0.1], [0.6, 0.7, 0.6, 0.2], [0.2, 0.3, 0.1, 0.4]]).reshape(3, 1, 2, 2)
     quality = mask_quality(probabilities)

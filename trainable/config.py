@@ -266,12 +266,19 @@ def as_run(hp: dict, searched=()) -> dict:
     return hp
 
 
-def validate(hp: dict) -> dict:
-    """Hyperparameters with defaults filled in, checked (cheap: call before loading data or models)."""
+class Hyperparameters(dict):
+    """A trial's hyperparameters as `validate` returns them: defaults filled in and checked, once."""
+
+
+def validate(hp: dict) -> Hyperparameters:
+    """Hyperparameters with defaults filled in, checked (cheap: call before loading data or models); ones already
+    validated are returned as they are."""
+    if isinstance(hp, Hyperparameters):
+        return hp
     hp = with_defaults(hp)
     _check(hp)
     resolve_weights(str(hp["weights"]), hp["backbone"])
-    return hp
+    return Hyperparameters(hp)
 
 
 def build_cfg(
@@ -282,7 +289,8 @@ def build_cfg(
     num_workers: int = 0,
     amp: bool = False,
 ) -> CfgNode:
-    """The Detectron2 config of one trial (`num_workers` loader processes; `amp`: Detectron2's AMPTrainer)."""
+    """The Detectron2 config of one trial (`num_workers` loader processes; `amp`: Detectron2's AMPTrainer); `hp` is
+    validated unless it is already."""
     from detectron2 import model_zoo
     from detectron2.config import get_cfg
 

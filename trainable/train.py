@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         check_folder(sdict["data"], ConfigError, "--data" if args.data else f"settings.data of {args.config}")
         try:
             settings = Settings.from_dict(sdict)
-            validate(hparams)  # a bad value is one line before OUT is made
+            hparams = validate(hparams)  # a bad value is one line before OUT is made
         except (ConfigError, DatasetError) as e:
             raise ConfigError(f"{args.config}: {e}") from None
         records, _ = load_train_records(settings.data, settings.cache_dir)  # and a bad dataset (then cached)
