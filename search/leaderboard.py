@@ -26,6 +26,8 @@ def build(sweep: Sweep, space: Space) -> pd.DataFrame:
             hp = space.hparams(trial.config)
         except KeyError:  # a trial that never got a configuration
             hp = {}
+        # The trial's own result.json, not Ray's analysis.trial_dataframes: Ray leaves a trial's frame empty when its
+        # experiment snapshot holds no result for it (a driver killed, storage down), though its reports are stored.
         s = outcome.summary(trial.status, sweep.reports(trial.trial_id), space.resources)
         if s["status"] == "error":
             s["failure_reason"] = s["failure_reason"] or _last_line(sweep.error(trial.trial_id)) or "trial raised"

@@ -21,7 +21,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from search.sweep import EXPERIMENT, VIEW_TAG_PREFIX, Sweep, UsageError, view_key
 from trainable.cli import OneLineParser
 from trainable.metrics import SCORE
 
@@ -74,6 +73,8 @@ def sweep_pages(url: str, parent_run_id: str | None) -> tuple[str, str | None]:
     """(runs table, charts) of a sweep on the MLflow server at `url`, in the model-training view: the sweep's saved
     view (its trials, best score first, with status, score, its epoch, device-hours and every searched hyperparameter
     as columns; search.tracking saves it), else a filtered, sorted table with MLflow's default columns."""
+    from search.sweep import EXPERIMENT, VIEW_TAG_PREFIX, view_key
+
     api = f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}"
     try:
         with urllib.request.urlopen(api, timeout=10) as r:
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s; 0 = any free port)")
     args = p.parse_args(argv)
+    from search.sweep import Sweep, UsageError  # after --help: it loads pyarrow (object storage)
+
     try:
         sweep = Sweep.open(args.results, args.name)
         saved = sweep.saved(needs=())  # the MLflow store is all the UI needs
