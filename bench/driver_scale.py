@@ -55,20 +55,6 @@ TRAIN_TILES = 20  # the real space's split of the course data: 20 training tiles
 # The stand-in trainable (runs in Ray's workers: imports only light modules)
 
 
-def report_iterations(max_iter: int, ipe: int, eval_every: int, steps: list[int]) -> list[int]:
-    """The iterations after which a trial reports, as trainable.train.report_iterations (which imports torch):
-    every eval_every-th epoch, the first epoch at or past each of ASHA's rungs, the last iteration."""
-    from trainable.metrics import progress_step
-
-    epochs = max_iter // ipe
-    done = {e * ipe for e in range(eval_every, epochs + 1, eval_every)}
-    for f in steps:
-        e = next((e for e in range(1, epochs + 1) if progress_step(e * ipe, max_iter) >= f), None)
-        if e is not None:
-            done.add(e * ipe)
-    return sorted(done | {max_iter})
-
-
 def tiny_png(path: Path, rng, size: int = 48) -> None:
     """A grey noise PNG of a few KB (the place of a report's validation overlay)."""
     import struct
@@ -108,7 +94,7 @@ def stand_in_trial(config: dict, space, settings: dict) -> None:
     import ray
     from ray import tune
 
-    from trainable.metrics import LOSS_KEYS, METRIC, PROGRESS, SCORE, STEP, progress_step
+    from trainable.metrics import LOSS_KEYS, METRIC, PROGRESS, SCORE, STEP, progress_step, report_iterations
 
     hp = space.hparams(config)
     ipe = settings["iters_per_epoch"]
@@ -118,7 +104,7 @@ def stand_in_trial(config: dict, space, settings: dict) -> None:
     plateau, rate = learning_curve(hp, rng)
     best = -1.0
     log = Path("trial.log").open("a")  # the trial's working folder, which Ray syncs into the sweep (trial.log)
-    for done in report_iterations(max_iter, ipe, settings["eval_every"], settings["report_at"]):
+    for done in sorted(report_iterations(max_iter, ipe, settings["eval_every"], settings["report_at"])):
         t = done / max_iter
         loss = 0.3 + 1.5 * math.exp(-rate * t) + abs(rng.gauss(0, 0.02))
         share = (0.25, 0.2, 0.3, 0.1, 0.15)

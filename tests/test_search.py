@@ -13,8 +13,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from search import outcome
 from search.searchers import build_scheduler, build_search
 from search.space import load_space
-from trainable.metrics import METRIC, PROGRESS, SCORE, STEP, STEPS, progress_step
-from trainable.train import report_iterations
+from trainable.metrics import METRIC, PROGRESS, SCORE, STEP, STEPS, progress_step, report_iterations
 
 BASE = {
     "name": "t",

@@ -29,3 +29,17 @@ METRIC_KEYS = (
 def progress_step(done: int, total: int) -> int:
     """`done` of `total` iterations as a STEP: exact integer arithmetic, so a rung at 300 is reached at exactly 30 %."""
     return done * STEPS // total
+
+
+def report_iterations(max_iter: int, iters_per_epoch: int, eval_every: int, steps: list[int]) -> set[int]:
+    """The iterations after which a trial reports: the end of every `eval_every`-th epoch, the end of the first epoch
+    at or past each progress step (ASHA's rungs, so that every trial is compared at the same point of its own
+    schedule), and the last iteration."""
+    epochs = max_iter // iters_per_epoch
+    done = {e * iters_per_epoch for e in range(eval_every, epochs + 1, eval_every)}
+    for f in steps:
+        # The same expression as the reported step, so that the report's step >= f holds exactly.
+        e = next((e for e in range(1, epochs + 1) if progress_step(e * iters_per_epoch, max_iter) >= f), None)
+        if e is not None:
+            done.add(e * iters_per_epoch)
+    return done | {max_iter}

@@ -44,7 +44,7 @@ from trainable.config import ConfigError, build_cfg, schedule, validate
 from trainable.data import DatasetError, Split, crop_record, default_cache_dir, load_train_records
 from trainable.evaluate import COURSE_MAX_DETS, MaskAPEvaluator
 from trainable.files import check_folder, read_document
-from trainable.metrics import LOSS_KEYS, METRIC, PROGRESS, SCORE, STEP, progress_step
+from trainable.metrics import LOSS_KEYS, METRIC, PROGRESS, SCORE, STEP, progress_step, report_iterations
 from trainable.settings import Settings
 
 logger = logging.getLogger("nucleitune")
@@ -191,20 +191,6 @@ class Report:
 
     metrics: dict
     files: dict[str, Callable[[Path], None]] = field(default_factory=dict)
-
-
-def report_iterations(max_iter: int, iters_per_epoch: int, eval_every: int, steps: list[int]) -> set[int]:
-    """The iterations after which a trial reports: the end of every `eval_every`-th epoch, the end of the first epoch
-    at or past each progress step (ASHA's rungs, so that every trial is compared at the same point of its own
-    schedule), and the last iteration."""
-    epochs = max_iter // iters_per_epoch
-    done = {e * iters_per_epoch for e in range(eval_every, epochs + 1, eval_every)}
-    for f in steps:
-        # The same expression as the reported step, so that the report's step >= f holds exactly.
-        e = next((e for e in range(1, epochs + 1) if progress_step(e * iters_per_epoch, max_iter) >= f), None)
-        if e is not None:
-            done.add(e * iters_per_epoch)
-    return done | {max_iter}
 
 
 class MeasureHook(HookBase):
