@@ -29,7 +29,7 @@ from trainable.cli import OneLineParser
 from trainable.config import ConfigError
 from trainable.data import DatasetError, load_test_index, load_train_records
 from trainable.files import atomic_write, check_folder, read_document
-from trainable.metrics import COURSE_MAX_DETS, SCORE
+from trainable.metrics import COURSE_MAX_DETS, MEASURES, SCORE
 from trainable.storage import Store, is_remote
 
 
@@ -159,7 +159,8 @@ def _zip(src: Path, dest: Path) -> None:
 
 def score(submission: Path, gt_dir: Path, cache_dir: str | None = None) -> dict:
     """Mask AP of a submission against labelled tiles (<id>/images, <id>/masks, or a dataset root with train/)."""
-    from trainable.evaluate import coco_ground_truth, mask_ap, recall_ceiling
+    from trainable.evaluate import coco_ground_truth, mask_ap, predicted_label_map, recall_ceiling, truth_label_map
+    from trainable.measures import mean_over_tiles, measures
 
     check_folder(gt_dir, UsageError, "--gt")
     results = read_document(submission, ExportError)
@@ -182,7 +183,12 @@ def score(submission: Path, gt_dir: Path, cache_dir: str | None = None) -> dict:
     if unknown:
         raise ExportError(f"{submission}: image_id(s) {sorted(map(str, unknown))[:5]} not among the tiles of {gt_dir}")
     gt = coco_ground_truth(records)
-    return {**mask_ap(gt, results), "recall_ceiling_at_100": recall_ceiling(gt)}
+    scored = {**mask_ap(gt, results), "recall_ceiling_at_100": recall_ceiling(gt)}
+    per_tile = []  # the nuclei measures of each tile: the label map its detections paint against its nuclei
+    for r in records:
+        mine = [d for d in results if d["image_id"] == r["image_id"]]
+        per_tile.append(measures(truth_label_map(r), predicted_label_map((r["height"], r["width"]), mine)))
+    return {**scored, **mean_over_tiles(per_tile), "detections_per_tile": len(results) / max(1, len(records))}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             s = score(Path(args.score), Path(args.gt))
             print(
                 f"AP50@100 (course scorer): {s['map50']:.4f}\nAP50 uncapped: {s['map50_all']:.4f}\n"
-                f"AP@[.5:.95]@100: {s['map']:.4f}"
+                f"AP@[.5:.95]@100: {s['map']:.4f}\n"
+                f"nuclei measures of its {s['detections_per_tile']:.0f} detections per tile (mean over tiles): "
+                + ", ".join(f"{k} {s[k]:.4f}" for k in MEASURES)
             )
             for image_id, c in s["recall_ceiling_at_100"].items():
                 print(f"  {image_id}: recall ceiling at 100 detections {c:.3f}")

@@ -8,7 +8,7 @@ import pandas as pd
 from search import outcome
 from search.space import Space, param_text
 from search.sweep import Sweep, ranked
-from trainable.metrics import SCORE
+from trainable.metrics import MEASURE_KEYS, SCORE
 
 
 def _last_line(text: str | None) -> str:
@@ -38,6 +38,7 @@ def build(sweep: Sweep, space: Space) -> pd.DataFrame:
                 "status": s["status"],
                 SCORE: s["score"],
                 "best_epoch": s["best_epoch"],
+                **{k: s[k] for k in MEASURE_KEYS if k in s},  # at the best epoch, where validation measured them
                 "epochs_run": s["epochs_run"],
                 "epochs": hp.get("epochs"),
                 "stopped_early": s["status"] == "stopped_early",
@@ -76,4 +77,7 @@ def summary(table: pd.DataFrame, space: Space, wall_s: float) -> str:
             f"best: trial {b['trial']:02d} ({b['trial_id']}) {SCORE} {b[SCORE]:.4f} at epoch "
             f"{int(b['best_epoch'])}: {hps}"
         )
+        measured = [k for k in MEASURE_KEYS if k in b and pd.notna(b[k])]
+        if measured:
+            lines.append("  nuclei measures at that epoch: " + ", ".join(f"{k} {b[k]:.4f}" for k in measured))
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from trainable.metrics import METRIC, PROGRESS, SCORE
+from trainable.metrics import MEASURE_KEYS, METRIC, PROGRESS, SCORE
 
 # search.confirm's figures of a trial, one name each in its ranking, the leaderboard, MLflow and the docs: the mean
 # and sample standard deviation of its score over the folds that took no part in choosing it, and how many scored.
@@ -45,7 +45,8 @@ def score(last: dict) -> float:
 
 def summary(ray_status: str, reports: list[dict], resources: dict) -> dict:
     """One trial in a few numbers, for the leaderboard and its MLflow run: status, score, the epoch of its best report
-    (none for a diverged trial), epochs run, wall time and device-hours (GPU-hours, or CPU-hours without GPUs)."""
+    (none for a diverged trial), epochs run, wall time and device-hours (GPU-hours, or CPU-hours without GPUs), and
+    the nuclei measures of its best report where validation measured them (val_f1, val_pq, ...)."""
     last = reports[-1] if reports else {}
     ended = status(ray_status, last)
     scored = [r for r in reports if not r.get("diverged") and METRIC in r]
@@ -60,6 +61,7 @@ def summary(ray_status: str, reports: list[dict], resources: dict) -> dict:
         "wall_s": round(wall, 1),
         "device_hours": round(wall * per_trial / 3600, 4),
         "failure_reason": str(last.get("failure_reason") or ""),
+        **{k: best[k] for k in MEASURE_KEYS if best and k in best},
     }
 
 

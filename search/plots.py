@@ -18,11 +18,14 @@ from trainable.metrics import LOSS_KEYS, METRIC, SCORE  # noqa: E402
 
 
 def learning_curve(reports: list[dict], out: Path) -> Path:
-    """Training losses and val_map50 (best so far dashed) against epoch, one point per report. `reports`: what the
+    """Training losses, val_map50 (best so far dashed) and, where validation measured them, F1, PQ, AJI and Dice
+    against epoch, one point per report. `reports`: what the
     driver received (Ray writes result.json with a delay, so a file read at a trial's end can lack its last epochs)."""
     df = pd.DataFrame(reports).drop_duplicates("epoch", keep="last").sort_values("epoch") if reports else pd.DataFrame()
     df = df[df.get("diverged", pd.Series(0, index=df.index)).fillna(0) == 0] if len(df) else df
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    measured = [k for k in ("val_f1", "val_pq", "val_aji", "val_dice") if k in df]
+    fig, axes = plt.subplots(1, 3 if measured else 2, figsize=(16 if measured else 11, 4.2))
+    ax1, ax2 = axes[0], axes[1]
     for key in LOSS_KEYS:
         if key in df:
             ax1.plot(df["epoch"], df[key], marker=".", label=key, linewidth=2 if key == "total_loss" else 1)
@@ -37,7 +40,11 @@ def learning_curve(reports: list[dict], out: Path) -> Path:
     top = max([df[k].max() for k in (METRIC, "val_map50_all") if k in df] or [0.0])
     title = "validation" if METRIC in df else "validation: none (a refit learns from every labelled tile)"
     ax2.set(xlabel="epoch", ylabel="mask AP@0.5", title=title, ylim=(0, max(0.02, 1.15 * top)))
-    for ax in (ax1, ax2):
+    if measured:  # the nuclei field's measures (trainable.measures), of every kept detection
+        for key in measured:
+            axes[2].plot(df["epoch"], df[key], "-o", label=key.removeprefix("val_"))
+        axes[2].set(xlabel="epoch", ylabel="mean over validation tiles", title="nuclei measures", ylim=(0, 1))
+    for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.has_data():
             ax.legend(fontsize=7)

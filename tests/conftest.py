@@ -188,9 +188,13 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def swept(mlflow_server, dup_data, cache_dir, tmp_path_factory):
-    """A 2-trial FIFO sweep of 2 epochs, logged to the server: (experiment id, runs, sweep folder)."""
+    """A 2-trial FIFO sweep of 2 epochs, logged to the server, whose validation keeps 300 detections (uncapped: the
+    nuclei measures too): (experiment id, runs, sweep folder)."""
     tmp = tmp_path_factory.mktemp("mlflow-sweep")
     space = sweep_space(tmp, dup_data, cache_dir, scheduler="fifo", num_samples=2, fixed={"epochs": 2})
+    doc = yaml.safe_load(space.read_text())
+    doc["settings"]["val_detections"] = 300
+    space.write_text(yaml.safe_dump(doc))
     p = subprocess.run(
         [
             sys.executable,

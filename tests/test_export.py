@@ -72,8 +72,13 @@ def test_ground_truth_submission_scores(shared_data, cache_dir, tmp_path):
     assert s["map50_all"] == pytest.approx(1.0)
     assert ceiling == pytest.approx(COURSE_MAX_DETS / n)
     assert s["map50"] == pytest.approx(np.sum(np.linspace(0, 1, 101) <= ceiling + 1e-12) / 101)
+    # The nuclei measures of the ground truth itself: every nucleus found; AJI just short of 1 where two nuclei
+    # overlap (the label map gives a shared pixel to one of them: the higher-scoring detection, the later nucleus).
+    assert s["f1"] == s["precision"] == s["recall"] == 1.0 and s["dice"] == pytest.approx(1.0)
+    assert 0.98 < s["aji"] <= 1.0 and 0.98 < s["pq"] <= 1.0
     p = _export("--score", str(path), "--gt", str(gt))
     assert p.returncode == 0 and "AP50 uncapped: 1.0000" in p.stdout and "recall ceiling" in p.stdout
+    assert f"nuclei measures of its {n} detections per tile" in p.stdout and "f1 1.0000" in p.stdout
 
 
 def _one_line_error(p: subprocess.CompletedProcess, fragment: str) -> None:

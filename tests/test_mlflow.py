@@ -1,5 +1,6 @@
 """MLflow: a real tracking server on loopback; after a small sweep its REST API and its UI show every trial."""
 
+import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -11,6 +12,7 @@ import pytest
 from search.ui import sweep_pages
 from tests.conftest import ROOT
 from tests.conftest import api as _api
+from trainable.metrics import MEASURE_KEYS
 
 
 def _tags(run: dict) -> dict:
@@ -40,9 +42,13 @@ def test_parent_and_children_with_metrics_and_artifacts(mlflow_server, swept):
         metrics = {m["key"]: m["value"] for m in child["data"]["metrics"]}
         assert metrics["val_map50_best"] == pytest.approx(row["val_map50_best"])
         assert metrics["best_epoch"] == row["best_epoch"] and metrics["cpu_hours"] == pytest.approx(row["device_hours"])
-        for key in ("val_map50", "val_map50_best", "total_loss", "lr", "sec_per_iter"):
+        for key in ("val_map50", "val_map50_best", "total_loss", "lr", "sec_per_iter", "val_pq", "val_aji", "val_f1"):
             hist = _api(mlflow_server, f"metrics/get-history?run_id={run_id}&metric_key={key}")["metrics"]
             assert sorted(m["step"] for m in hist) == [1, 2], key
+        # The nuclei measures of the trial's best report, in the leaderboard (its reports have them per epoch).
+        reports = [json.loads(line) for line in (Path(row["path"]) / "result.json").read_text().splitlines()]
+        at_best = next(r for r in reports if r["epoch"] == row["best_epoch"])
+        assert all(0 <= row[k] <= 1 and row[k] == pytest.approx(at_best[k]) for k in MEASURE_KEYS)
         files = {f["path"] for f in _api(mlflow_server, f"artifacts/list?run_id={run_id}")["files"]}
         assert {"learning_curve.png", "lr_schedule.png", "val_overlay.png", "best_checkpoint"} <= files
         best = {f["path"] for f in _api(mlflow_server, f"artifacts/list?run_id={run_id}&path=best_checkpoint")["files"]}

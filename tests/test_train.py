@@ -159,6 +159,13 @@ def test_capped_validation_gives_the_uncapped_runs_val_map50(pretrained, dup_dat
     assert capped["val_map50"] == pytest.approx(uncapped["val_map50"], abs=1e-9)
     assert capped["val_map"] == pytest.approx(uncapped["val_map"], abs=1e-9)
     assert trainer.model.roi_heads.box_predictor.test_topk_per_image == 300  # restored after validation
+    # The nuclei measures come with uncapped validation only (100 detections would measure the cap).
+    from trainable.metrics import MEASURE_KEYS
+
+    assert set(MEASURE_KEYS) <= set(uncapped) and not set(MEASURE_KEYS) & set(capped)
+    assert uncapped["val_pq"] == pytest.approx(uncapped["val_f1"] * uncapped["val_sq"])  # one tile: PQ = F1 x SQ
+    assert 0 < uncapped["val_pq"] <= uncapped["val_f1"] <= 1
+    assert 0 < uncapped["val_aji"] < 1 and 0 < uncapped["val_dice"] <= 1
 
 
 # ---------------------------------------------------------------------------------------------------------------

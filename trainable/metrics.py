@@ -12,6 +12,9 @@ PROGRESS = "progress"  # iterations done / the trial's iterations (1.0 = the who
 # 100-epoch trial at epoch 31), and one step is the same fraction of every trial's schedule, whatever its epochs.
 STEP = "progress_step"
 STEPS = 1000  # the step of a trial that has run its whole schedule
+# The nuclei field's measures (trainable.measures), reported as val_<name> where validation is uncapped.
+MEASURES = ("precision", "recall", "f1", "sq", "pq", "aji", "dice")
+MEASURE_KEYS = tuple(f"val_{m}" for m in MEASURES)
 # Per-report metrics worth a curve in MLflow (val_detections_per_image, capped at 100, is logged once per trial).
 METRIC_KEYS = (
     *LOSS_KEYS,
@@ -22,6 +25,7 @@ METRIC_KEYS = (
     "val_map50_all",
     "val_map",
     "val_map_all",
+    *MEASURE_KEYS,
     "val_seconds",
 )
 

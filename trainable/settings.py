@@ -27,7 +27,8 @@ class Settings:
     eval_every: int = 1  # epochs between validation passes (the last epoch is always evaluated)
     val_crop: int | None = None  # evaluate on a centre crop of each validation tile (fast CPU runs); None = full
     # Detections kept per validation image. 100 is the course scorer's cap: val_map50 is exact and validation is cheap
-    # (the model pastes and encodes 100 full-tile masks, not 2000). Above 100, val_map50_all (uncapped) is reported too.
+    # (the model pastes and encodes 100 full-tile masks, not 2000). Above 100, val_map50_all (uncapped) and the nuclei
+    # measures (val_f1, val_pq, val_aji, ...: trainable.measures) are reported too.
     val_detections: int = 100
     cache_dir: str | None = None  # annotation cache (default ~/.cache/nucleitune or $NUCLEITUNE_CACHE)
     # Data-loader processes beside the trial's own. None: a sweep gives each trial its CPUs minus one (the trial's

@@ -126,6 +126,7 @@ class NucleiTrainer(DefaultTrainer):
         self.val_detections = val_detections
         self.report_at = list(report_at or [])  # progress steps to report at besides eval_every (ASHA's rungs)
         self.pending: Report | None = None  # the report the hooks are making after this iteration
+        self.evaluator: MaskAPEvaluator | None = None  # built at the first validation
         super().__init__(cfg)  # AMPTrainer when cfg.SOLVER.AMP.ENABLED (build_cfg sets it from amp_dtype)
         if isinstance(self._trainer, AMPTrainer):
             self._trainer.precision = amp_dtype
@@ -155,9 +156,11 @@ class NucleiTrainer(DefaultTrainer):
     def validate(self) -> dict:
         mapper = DatasetMapper(self.cfg, is_train=False, augmentations=inference_augmentations(self.hp))
         loader = build_detection_test_loader(self.data.val, mapper=mapper)
-        evaluator = MaskAPEvaluator(
-            self.data.val, uncapped=self.val_detections > COURSE_MAX_DETS, max_dets=self.val_detections
-        )
+        if self.evaluator is None or self.evaluator.max_dets != self.val_detections:  # its ground truth, built once
+            self.evaluator = MaskAPEvaluator(
+                self.data.val, uncapped=self.val_detections > COURSE_MAX_DETS, max_dets=self.val_detections
+            )
+        evaluator = self.evaluator
         # The best k of the model's ranked detections are the best k of a longer list: val_map50 is unchanged.
         self.ranking.keep_best(self.val_detections)
         try:
@@ -229,6 +232,8 @@ class MeasureHook(HookBase):
             start = time.perf_counter()
             metrics.update(trainer.validate())
             metrics["val_seconds"] = time.perf_counter() - start
+            if trainer.evaluator.measure_seconds:
+                metrics["val_measure_seconds"] = trainer.evaluator.measure_seconds  # within val_seconds
         return metrics
 
 
@@ -284,6 +289,8 @@ class CheckpointReportHook(HookBase):
         m = report.metrics
         if METRIC in m:
             uncapped = f" (uncapped {m['val_map50_all']:.4f})" if "val_map50_all" in m else ""
+            if "val_pq" in m:
+                uncapped += f", F1 {m['val_f1']:.4f}, PQ {m['val_pq']:.4f}, AJI {m['val_aji']:.4f}"
             logger.info(
                 "epoch %d (iter %d/%d): loss %.3f, val_map50 %.4f%s (best %.4f), validation %.1f s",
                 m["epoch"],
