@@ -4,7 +4,8 @@
     python -m search.export --best --refit [--name SWEEP]  # the best configuration re-trained on every labelled tile
     python -m search.export --trial ID [--name SWEEP]
     python -m search.export --checkpoint DIR                # any trial checkpoint folder (model.pth + config.yaml)
-    python -m search.export --score answer.json --gt DIR    # AP50@100 (course), AP50 uncapped, AP; recall ceiling
+    python -m search.export --score answer.json --gt DIR    # AP50@100 (course), AP50 uncapped, AP, F1, PQ, AJI
+    python -m search.export --best --format geojson         # + QuPath GeoJSON per tile (labels: label map PNGs)
 
 A submission is COCO results JSON: [{image_id, category_id: 1, segmentation: {size, counts}, score, bbox}], image ids
 from test_img_ids.json, the top 100 detections per tile (the course scorer reads no more; --max-dets), sorted by
@@ -105,9 +106,11 @@ def export(
     score_threshold: float | None,
     tta: bool,
     max_dets: int | None = COURSE_MAX_DETS,
+    form: str = "coco",
 ) -> dict:
-    """Predict every test tile (top `max_dets` detections each; None: all the model keeps) and write the submission."""
-    from trainable import overlay
+    """Predict every test tile (top `max_dets` detections each; None: all the model keeps) and write the submission;
+    `form` labels or geojson: each tile's label map or QuPath GeoJSON too (trainable.instance_formats)."""
+    from trainable import instance_formats, overlay
     from trainable.predict import Predictor
 
     index = load_test_index(data)  # checked against the files before the model is loaded
@@ -115,14 +118,25 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     overlays = out.parent / "overlays"
     overlays.mkdir(exist_ok=True)
+    extra = out.parent / FORM_FOLDERS[form] if form != "coco" else None
+    if extra:
+        extra.mkdir(exist_ok=True)
     results, start = [], time.perf_counter()
     for i, entry in enumerate(index, start=1):
         t0 = time.perf_counter()
         dets = predictor.predict(entry["file_name"], entry["id"])
         results += dets
         shown = [d["segmentation"] for d in overlay.confident(dets)] if dets else []
-        png = overlays / f"{Path(entry['file_name']).stem}.png"
+        stem = Path(entry["file_name"]).stem
+        png = overlays / f"{stem}.png"
         atomic_write(png, lambda p, e=entry, s=shown: overlay.save(e["file_name"], s, p))
+        if extra:
+            labels = instance_formats.tile_label_map(_tile_shape(entry["file_name"]), dets)
+            if form == "labels":
+                atomic_write(extra / f"{stem}.png", lambda p, m=labels: instance_formats.write_label_map(p, m))
+            else:
+                collection = instance_formats.geojson(labels, dets)
+                atomic_write(extra / f"{stem}.geojson", lambda p, c=collection: instance_formats.write_geojson(p, c))
         print(
             f"[{i}/{len(index)}] {Path(entry['file_name']).name}: {len(dets)} detections "
             f"({time.perf_counter() - t0:.1f} s)",
@@ -137,6 +151,7 @@ def export(
         "submission": str(out),
         "zip": str(zip_path),
         "overlays": str(overlays),
+        **({form: str(extra)} if extra else {}),
         "tiles": len(index),
         "detections": len(results),
         "seconds_per_tile": wall / len(index),
@@ -144,12 +159,25 @@ def export(
     }
 
 
+def _tile_shape(image: str | Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(image) as im:
+        return im.height, im.width
+
+
+# --format: what export writes beside the COCO submission, in a folder next to it (one file per tile)
+FORM_FOLDERS = {"labels": "labels", "geojson": "geojson"}
+
+
 def check_out(out: Path, what: str) -> None:
-    """Where export writes (the submission, its zip, overlays/): refused in one line before any model is loaded."""
+    """Where export writes (the submission, its zip, overlays/, labels/, geojson/): refused in one line before any
+    model is loaded."""
     for path in (out, out.with_suffix(".zip")):
         if path.is_dir():
             raise UsageError(f"{path}: is a folder, not a file ({what}: the submission JSON)")
-    check_folder(out.parent / "overlays", UsageError, what)
+    for folder in ("overlays", *FORM_FOLDERS.values()):
+        check_folder(out.parent / folder, UsageError, what)
 
 
 def _zip(src: Path, dest: Path) -> None:
@@ -230,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--score-threshold", type=float, help="drop detections below this score (default: the model's)")
     p.add_argument("--tta", action="store_true", help="test-time flip augmentation (Detectron2's TTA)")
+    p.add_argument(
+        "--format",
+        choices=["coco", *FORM_FOLDERS],
+        default="coco",
+        help="coco: the COCO results submission (always written); labels: also one 16-bit instance label map PNG "
+        "per tile (labels/); geojson: also QuPath GeoJSON detections per tile (geojson/) (default: %(default)s)",
+    )
     p.add_argument(
         "--max-dets",
         type=max_dets_arg,
@@ -336,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         if refit_plan:
             load_test_index(data)  # the test tiles are checked before the refit trains
             ckpt = local_checkpoint(refit.refit(refit_plan, args.address, args.force), scratch)
-        info = export(ckpt, data, out.resolve(), device, args.score_threshold, args.tta, args.max_dets)
+        info = export(ckpt, data, out.resolve(), device, args.score_threshold, args.tta, args.max_dets, args.format)
         if copy_to is not None:  # the sweep's storage keeps the submission beside its trials
             for name in (out.name, out.with_suffix(".zip").name):
                 (copy_to / name).write_bytes((out.parent / name).read_bytes())
@@ -356,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"submission: {info['submission']} ({info['detections']} detections on {info['tiles']} tiles, "
         f"{info['seconds_per_tile']:.1f} s per tile; validated with pycocotools)\nzip: {info['zip']}\n"
-        f"overlays: {info['overlays']}" + (f"\ncopied to: {info['copied_to']}" if "copied_to" in info else "")
+        f"overlays: {info['overlays']}"
+        + "".join(f"\n{form}: {info[form]}" for form in FORM_FOLDERS if form in info)
+        + (f"\ncopied to: {info['copied_to']}" if "copied_to" in info else "")
     )
     if refit_plan:
         print(

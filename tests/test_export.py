@@ -180,3 +180,58 @@ def test_overlay_fills_and_outlines_each_mask_as_on_the_whole_tile():
         edges |= m & ~inner
     expected[edges] = 255
     assert np.array_equal(overlay.draw(image, rles), expected.clip(0, 255).astype(np.uint8))
+
+
+def test_the_three_export_formats_agree_on_the_same_model(pretrained, dup_data, tmp_path):
+    """--format labels and --format geojson beside the COCO submission: each tile's label map is the one its COCO
+    detections paint (nucleus k = its k-th detection), and each GeoJSON Feature, loaded with a GeoJSON library, is a
+    polygon whose pixels are exactly that nucleus's and whose score is that detection's."""
+    import cv2
+    import geojson
+    from shapely.geometry import shape
+    from skimage.draw import polygon2mask
+
+    from trainable.instance_formats import tile_label_map
+
+    outs = {}
+    for form in ("labels", "geojson"):
+        out = tmp_path / form / "answer.json"
+        args = ["--checkpoint", str(pretrained.parent), "--data", str(dup_data), "--out", str(out), "--format", form]
+        p = _export(*args)
+        assert p.returncode == 0 and f"{form}: {out.parent / form}" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+        outs[form] = out
+    results = json.loads(outs["labels"].read_text())
+    assert json.loads(outs["geojson"].read_text()) == results  # one model, one submission
+    index = json.loads((dup_data / "test_img_ids.json").read_text())
+    features = 0
+    for e in index:
+        stem = e["file_name"].rsplit(".", 1)[0]
+        dets = [r for r in results if r["image_id"] == e["id"]]
+        labels = cv2.imread(str(outs["labels"].parent / "labels" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert labels.dtype == np.uint16 and labels.shape == (e["height"], e["width"])
+        assert (labels == tile_label_map(labels.shape, dets)).all()
+        for k in np.unique(labels[labels > 0]):  # each nucleus lies within its detection's mask
+            assert mask_util.decode(dets[k - 1]["segmentation"])[labels == k].all()
+        with open(outs["geojson"].parent / "geojson" / f"{stem}.geojson") as f:
+            collection = geojson.load(f)
+        assert collection.is_valid and collection["type"] == "FeatureCollection"
+        present = set(np.unique(labels[labels > 0]).tolist())
+        assert len(collection["features"]) == len(present) and len(present) > 0
+        for feature in collection["features"]:
+            k = int(feature["properties"]["name"].split()[-1])
+            assert feature["properties"]["objectType"] == "detection"
+            assert feature["properties"]["measurements"]["score"] == pytest.approx(dets[k - 1]["score"])
+            nucleus = labels == k
+            geometry = shape(feature["geometry"])
+            assert geometry.is_valid and geometry.area == pytest.approx(nucleus.sum(), rel=0.02)
+            parts = getattr(geometry, "geoms", [geometry])
+            drawn = np.zeros(labels.shape, bool)
+            # The pixels whose centres lie inside the polygon (pixel (x, y) spans x..x+1, y..y+1; skimage puts its
+            # centre at (y, x)): the nucleus's pixels, no more, no fewer.
+            for part in parts:
+                drawn |= polygon2mask(labels.shape, np.array(part.exterior.coords)[:, ::-1] - 0.5)
+                for hole in part.interiors:
+                    drawn &= ~polygon2mask(labels.shape, np.array(hole.coords)[:, ::-1] - 0.5)
+            assert (drawn == nucleus).all(), k
+        features += len(collection["features"])
+    assert features > 0
