@@ -5,7 +5,7 @@ constructed learning curves instead of training, so that the driver is what is m
 per trial stays flat (1,000 trials cost <= 1.2x per trial what 10 cost).
 
     .venv/bin/python bench/driver_scale.py [--trials 10 100 1000] [--workdir DIR] [--no-mlflow] [--budget-s S]
-        [--profile] [--reuse]
+        [--profile] [--reuse] [--s3]
 
 Each size runs in a fresh driver process, as search.run does: the space file (default spaces/maskrcnn.yaml, with
 num_samples, max_concurrent and resources overridden), its settings, the sweep folder and saved settings, a local Ray,
@@ -224,7 +224,12 @@ def instrument() -> None:
 # One sweep of N trials (a driver process of its own)
 
 
-def _size(path: Path) -> int:
+def _size(path) -> int:
+    """Bytes of a local file or folder, or of a folder on the sweep's storage (trainable.storage.Store)."""
+    from trainable.storage import Store
+
+    if isinstance(path, Store):
+        return sum(info.size for _, info in path.files())  # 0 where there is no such folder
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
@@ -264,7 +269,12 @@ def one_sweep(n: int, args: argparse.Namespace) -> dict:
     settings = Settings.from_dict(space.settings)
     search_run.fit_to_resources(settings, space, str(space_file))
     settings.report_at = space.rungs()
-    folder = results / space.name  # the sweep's folder here (Sweep may hold it as a storage location)
+    if args.results_uri:  # the sweep's folder on object storage (search.run --results s3://...)
+        from trainable import storage
+
+        folder = storage.parse(args.results_uri) / f"trials-{n}" / space.name
+    else:
+        folder = results / space.name  # the sweep's folder here
     sweep = Sweep(folder)
     overrides = {k: getattr(space, k) for k in ("searcher", "scheduler", "num_samples", "max_concurrent", "seed")}
     saved = {
@@ -338,7 +348,7 @@ def one_sweep(n: int, args: argparse.Namespace) -> dict:
         profile.dump_stats(str(path))
         print(f"profile of the driver's main thread in fit, {n} trials: {path}")
         pstats.Stats(str(path)).sort_stats("tottime").print_stats(25)
-    states = list(folder.glob("experiment_state-*.json"))
+    states = sweep.folder.glob("experiment_state-*.json")
     step_parts = sum(v[0] for k, v in fit_parts.items() if k != UPLOAD)
     threads.pop("main", None)
     threads = {k: v for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.05}
@@ -357,8 +367,8 @@ def one_sweep(n: int, args: argparse.Namespace) -> dict:
         "threads": threads,  # the driver's other threads in fit, by name (those alive at its end)
         "mlflow_db_bytes": sum(_size(results / f) for f in ("mlflow.db", "mlflow.db-wal", "mlflow.db-journal")),
         "artifacts_bytes": _size(results / "mlartifacts"),
-        "sweep_bytes": _size(folder),
-        "state_bytes": _size(states[0]) if states else 0,
+        "sweep_bytes": _size(sweep.folder),
+        "state_bytes": states[0].fs.get_file_info(states[0].path).size if states else 0,
         "staging": staging,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -460,7 +470,14 @@ def main() -> None:
         action="store_true",
         help="read back the figures of sizes already measured in --workdir (trials-N.json) instead of running them",
     )
+    p.add_argument(
+        "--s3",
+        action="store_true",
+        help="the sweeps' folders on object storage: moto's S3 server on 127.0.0.1, started here (MLflow off: "
+        "object-storage results log to a tracking server only)",
+    )
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a driver process: one sweep of this many trials
+    p.add_argument("--results-uri", help=argparse.SUPPRESS)  # its sweep folder's storage (--s3)
     args = p.parse_args()
     if args.one:
         result = one_sweep(args.one, args)
@@ -470,7 +487,10 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    rows = []
+    rows, server, results_uri = [], None, None
+    if args.s3:
+        server, results_uri = s3_server(env)
+        args.no_mlflow = True
     try:
         for n in args.trials:
             if args.reuse and (workdir / f"trials-{n}.json").is_file():
@@ -482,6 +502,7 @@ def main() -> None:
                 ["--report-ms", str(args.report_ms)] + ["--no-mlflow"] * args.no_mlflow + ["--profile"] * args.profile
             )
             cmd += ["--budget-s", str(args.budget_s)] if args.budget_s else []
+            cmd += ["--results-uri", results_uri] if results_uri else []
             t0 = time.perf_counter()
             with (workdir / f"driver-{n}.log").open("w") as out:
                 code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
@@ -497,8 +518,29 @@ def main() -> None:
             )
         print_rows(rows)
     finally:
+        if server:
+            server.stop()
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def s3_server(env: dict):
+    """moto's S3 server on 127.0.0.1 with a bucket `bench`, its test credentials put in `env`: (server, the
+    results URI of the sweeps)."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    keys = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+    env.update(keys)
+    os.environ.update(keys)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="bench")
+    return server, f"s3://bench/driver?endpoint_override={host}:{port}&scheme=http"
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ from search.sweep import Experiment
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Of Ray Tune's default loggers, only the JSON one (result.json, params.json: what search.sweep reads; run_config adds
+# it): progress.csv and TensorBoard events repeat it, and every experiment snapshot uploads each trial's logger files
+# again (bench/RESULTS.md item 18: on object storage, one request per file per snapshot).
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # A tracking server that is down must cost seconds, not MLflow's default minutes of retries per call.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -84,6 +88,7 @@ def run_config(experiment: Experiment, space, reporter, callbacks: list, score: 
     checkpoint of the best report by `score` (None: only the latest) and Ray's latest, optimizer state only where Ray
     may resume (TrainerStatePruner); `space.max_failures` retries from the last checkpoint; trial logs synced."""
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     from search.checkpoints import TrainerStatePruner
 
@@ -95,7 +100,7 @@ def run_config(experiment: Experiment, space, reporter, callbacks: list, score: 
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
         sync_config=tune.SyncConfig(sync_artifacts=True),  # trial.log from each trial's working folder
         progress_reporter=reporter,
-        callbacks=[*callbacks, TrainerStatePruner()],
+        callbacks=[*callbacks, JsonLoggerCallback(), TrainerStatePruner()],
         verbose=1,
     )
 
