@@ -186,7 +186,8 @@ def _zip(src: Path, dest: Path) -> None:
 
 
 def score(submission: Path, gt_dir: Path, cache_dir: str | None = None) -> dict:
-    """Mask AP of a submission against labelled tiles (<id>/images, <id>/masks, or a dataset root with train/)."""
+    """Mask AP and the nuclei measures (mean over tiles) of a submission against labelled tiles (<id>/images,
+    <id>/masks, or a dataset root with train/)."""
     from trainable.evaluate import coco_ground_truth, mask_ap, predicted_label_map, recall_ceiling, truth_label_map
     from trainable.measures import mean_over_tiles, measures
 

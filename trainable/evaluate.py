@@ -87,7 +87,7 @@ def recall_ceiling(gt: COCO, max_dets: int = COURSE_MAX_DETS) -> dict:
 
 def truth_label_map(record: dict) -> np.ndarray:
     """A record's nuclei as an instance label map (its RLE annotations, in order)."""
-    rles = (a["segmentation"] for a in record["annotations"])
+    rles = (a["segmentation"] for a in record.get("annotations", []))
     return measures.rle_label_map((record["height"], record["width"]), rles)
 
 
