@@ -170,13 +170,13 @@ def _tile_shape(image: str | Path) -> tuple[int, int]:
 FORM_FOLDERS = {"labels": "labels", "geojson": "geojson"}
 
 
-def check_out(out: Path, what: str) -> None:
-    """Where export writes (the submission, its zip, overlays/, labels/, geojson/): refused in one line before any
-    model is loaded."""
+def check_out(out: Path, what: str, form: str = "coco") -> None:
+    """Where export writes (the submission, its zip, overlays/, and labels/ or geojson/ for that --format): refused
+    in one line before any model is loaded."""
     for path in (out, out.with_suffix(".zip")):
         if path.is_dir():
             raise UsageError(f"{path}: is a folder, not a file ({what}: the submission JSON)")
-    for folder in ("overlays", *FORM_FOLDERS.values()):
+    for folder in ("overlays", *([FORM_FOLDERS[form]] if form in FORM_FOLDERS else [])):
         check_folder(out.parent / folder, UsageError, what)
 
 
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         where = sweep.refit.folder if refit_plan else (sweep.folder if sweep else ckpt)
         copy_to = where / "submission" if isinstance(where, Store) and where.remote else None
         out = submission_path(args.out, where, sweep)
-        check_out(out, "--out" if args.out else "the submission")
+        check_out(out, "--out" if args.out else "the submission", args.format)
         import torch
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

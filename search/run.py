@@ -320,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     if storage_error:
+        if fit_error:
+            print(f"error: Ray Tune stopped with {fit_error}", file=sys.stderr)
         print(
             f"error: storage {sweep.folder} failed: {explain(storage_error)}; the trials there are as Ray "
             f"last saved them: once it answers, continue with {resume_command(sweep)}",

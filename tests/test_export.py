@@ -191,6 +191,7 @@ def test_the_three_export_formats_agree_on_the_same_model(pretrained, dup_data, 
     from shapely.geometry import shape
     from skimage.draw import polygon2mask
 
+    from trainable.evaluate import predicted_label_map
     from trainable.instance_formats import tile_label_map
 
     outs = {}
@@ -210,6 +211,10 @@ def test_the_three_export_formats_agree_on_the_same_model(pretrained, dup_data, 
         labels = cv2.imread(str(outs["labels"].parent / "labels" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
         assert labels.dtype == np.uint16 and labels.shape == (e["height"], e["width"])
         assert (labels == tile_label_map(labels.shape, dets)).all()
+        # ... and the same nuclei, pixel for pixel, as the map the measures paint from those detections.
+        seen = predicted_label_map(labels.shape, dets)
+        pairs = np.unique(np.stack([labels.ravel(), seen.ravel()]), axis=1)
+        assert ((labels > 0) == (seen > 0)).all() and pairs.shape[1] == len(np.unique(labels)) == len(np.unique(seen))
         for k in np.unique(labels[labels > 0]):  # each nucleus lies within its detection's mask
             assert mask_util.decode(dets[k - 1]["segmentation"])[labels == k].all()
         with open(outs["geojson"].parent / "geojson" / f"{stem}.geojson") as f:

@@ -122,6 +122,22 @@ def test_detections_painted_lowest_score_first_give_each_pixel_to_the_higher_sco
     assert (rle_label_map(shape, rles) == painted).all()
 
 
+def test_equal_scores_give_the_pixel_to_the_detection_listed_first_in_both_maps():
+    """The measures' map (evaluate.predicted_label_map) and the exported one (instance_formats.tile_label_map)
+    resolve an overlap of two equal scores alike: to the detection listed first, as the submission orders them."""
+    from trainable.evaluate import predicted_label_map
+    from trainable.instance_formats import tile_label_map
+
+    shape = (6, 6)
+    a, b = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+    a[0:4, 0:4], b[2:6, 2:6] = 1, 1
+    dets = [{"segmentation": mask_util.encode(np.asfortranarray(m)), "score": 1.0} for m in (a, b)]
+    exported, seen = tile_label_map(shape, dets), predicted_label_map(shape, dets)
+    assert exported[3, 3] == 1 and (exported == 1).sum() == 16 and (exported == 2).sum() == 12
+    pairs = np.unique(np.stack([exported.ravel(), seen.ravel()]), axis=1)  # background and two nuclei, alike
+    assert ((exported > 0) == (seen > 0)).all() and pairs.shape[1] == 3
+
+
 def test_the_dataset_figure_is_the_mean_over_tiles():
     a = measures(*maps(*CASES["split"][:2]))
     b = measures(*maps(*CASES["missed"][:2]))

@@ -227,7 +227,7 @@ def test_a_storage_outage_mid_sweep_fails_its_trials_and_resume_continues_them(s
     try:
         deadline = time.time() + 600
         while not any(k.endswith("/model.pth") for k in keys(endpoint, "sweeps/o/trial_", bucket)):
-            assert driver.poll() is None and time.time() < deadline, driver.communicate()
+            assert driver.poll() is None and time.time() < deadline, "the driver ended (or no checkpoint in time)"
             time.sleep(0.5)
         server.stop()
         out, err = driver.communicate(timeout=600)

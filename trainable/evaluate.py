@@ -93,8 +93,9 @@ def truth_label_map(record: dict) -> np.ndarray:
 
 def predicted_label_map(shape: tuple[int, int], results: list[dict]) -> np.ndarray:
     """The instance label map that an image's detections (COCO results: RLE masks, scores) paint, lowest score
-    first: where detections overlap, the pixel goes to the highest-scoring one."""
-    ordered = sorted(results, key=lambda r: r["score"])
+    first: where detections overlap, the pixel goes to the highest-scoring one (of equal scores, the one listed
+    first, as in the submission's order: trainable.instance_formats.tile_label_map agrees)."""
+    ordered = sorted(results, key=lambda r: -r["score"])[::-1]
     return measures.rle_label_map(shape, (r["segmentation"] for r in ordered))
 
 

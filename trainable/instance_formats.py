@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trainable.evaluate import predicted_label_map
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 NUCLEUS = "Nucleus"  # QuPath's classification of the detections
 
@@ -39,7 +43,7 @@ def write_label_map(path: Path, labels: np.ndarray) -> None:
         raise OSError(f"{path}: could not write the label map")
 
 
-def polygon(mask: np.ndarray, x0: int = 0, y0: int = 0):
+def polygon(mask: np.ndarray, x0: int = 0, y0: int = 0) -> BaseGeometry:
     """The shapely (Multi)Polygon covering exactly the True pixels of `mask` (pixel (x, y) is the unit square from
     (x, y) to (x + 1, y + 1)), offset by (x0, y0): the union of its rows' runs, holes kept."""
     from shapely import box, union_all

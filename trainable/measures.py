@@ -56,7 +56,9 @@ def rle_label_map(shape: tuple[int, int], rles: Iterable[dict]) -> np.ndarray:
 
 
 def measures(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """The MEASURES of one tile: `pred` against `true`, two instance label maps of the same shape."""
+    """The MEASURES of one tile: `pred` against `true`, two instance label maps of the same shape. A tile with no
+    nucleus and no prediction scores 0 on each, as HoVer-Net's functions do (course tiles all have nuclei; a small
+    `val_crop` may not)."""
     from cellseg_metrics import dice_coef, get_stats
     from skimage.segmentation import relabel_sequential
     from stardist.matching import label_overlap, matching
