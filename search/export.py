@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -70,14 +71,21 @@ def validate_submission(results: list[dict], index: list[dict]) -> None:
 
     sizes = {e["id"]: (e["height"], e["width"]) for e in index}
     for i, r in enumerate(results):
-        if set(r) < {"image_id", "category_id", "segmentation", "score"} or r["category_id"] != 1:
+        if not {"image_id", "category_id", "segmentation", "score"} <= set(r) or r["category_id"] != 1:
             raise ExportError(f"detection {i}: needs image_id, category_id 1, segmentation, score")
         if r["image_id"] not in sizes:
             raise ExportError(f"detection {i}: unknown image_id {r['image_id']!r}")
-        seg = r["segmentation"]
-        if not isinstance(seg.get("counts"), str) or list(seg["size"]) != list(sizes[r["image_id"]]):
-            raise ExportError(f"detection {i}: RLE size {seg.get('size')} != tile {sizes[r['image_id']]}")
-        if mask_util.decode(seg).shape != sizes[r["image_id"]]:
+        if not isinstance(r["score"], (int, float)) or isinstance(r["score"], bool) or not math.isfinite(r["score"]):
+            raise ExportError(f"detection {i}: score must be a number, got {r['score']!r}")
+        seg, size = r["segmentation"], list(sizes[r["image_id"]])
+        if not isinstance(seg, dict) or not isinstance(seg.get("counts"), str) or list(seg.get("size", [])) != size:
+            got = seg.get("size") if isinstance(seg, dict) else type(seg).__name__
+            raise ExportError(f"detection {i}: RLE size {got} != tile {sizes[r['image_id']]}")
+        try:
+            decoded = mask_util.decode(seg)
+        except (ValueError, TypeError):
+            decoded = None
+        if decoded is None or decoded.shape != sizes[r["image_id"]]:
             raise ExportError(f"detection {i}: RLE does not decode to {sizes[r['image_id']]}")
     gt = COCO()
     gt.dataset = {
@@ -88,7 +96,7 @@ def validate_submission(results: list[dict], index: list[dict]) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         if results:
-            gt.loadRes(results)
+            gt.loadRes([dict(r) for r in results])  # loadRes adds keys (id, area) to what it is given
 
 
 def local_checkpoint(ckpt: Store | Path, scratch: Path) -> Path:
@@ -211,6 +219,12 @@ def score(submission: Path, gt_dir: Path, cache_dir: str | None = None) -> dict:
     unknown = {d.get("image_id") for d in results} - known
     if unknown:
         raise ExportError(f"{submission}: image_id(s) {sorted(map(str, unknown))[:5]} not among the tiles of {gt_dir}")
+    try:  # what pycocotools and the label maps need of every detection, checked as export checks its own
+        validate_submission(
+            results, [{"id": r["image_id"], "height": r["height"], "width": r["width"]} for r in records]
+        )
+    except ExportError as e:
+        raise ExportError(f"{submission}: {e}") from None
     gt = coco_ground_truth(records)
     scored = {**mask_ap(gt, results), "recall_ceiling_at_100": recall_ceiling(gt)}
     per_tile = []  # the nuclei measures of each tile: the label map its detections paint against its nuclei

@@ -240,3 +240,33 @@ def test_the_three_export_formats_agree_on_the_same_model(pretrained, dup_data, 
             assert (drawn == nucleus).all(), k
         features += len(collection["features"])
     assert features > 0
+
+
+@pytest.mark.parametrize(
+    "detection, fragment",
+    [
+        ({"image_id": "copy"}, "needs image_id, category_id 1, segmentation, score"),
+        ({"image_id": "copy", "category_id": 1, "score": "high", "segmentation": None}, "score must be a number"),
+        ({"image_id": "copy", "category_id": 1, "score": 0.9, "segmentation": "rle"}, "RLE size"),
+        (
+            {"image_id": "copy", "category_id": 1, "score": 0.9, "segmentation": {"size": [9, 9], "counts": "0"}},
+            "RLE size",
+        ),
+        ("SAME_SIZE_BAD_COUNTS", "RLE does not decode"),
+    ],
+)
+def test_a_malformed_submission_is_one_error_line_when_scored(dup_data, cache_dir, tmp_path, detection, fragment):
+    """--score reads a file a user points it at: each malformed detection is one error line, exit 2 (tracebacks
+    from pycocotools, or from painting the label maps, before)."""
+    if detection == "SAME_SIZE_BAD_COUNTS":
+        record = load_train_records(dup_data, cache_dir)[0][0]
+        size = [record["height"], record["width"]]
+        detection = {
+            "image_id": "copy",
+            "category_id": 1,
+            "score": 0.9,
+            "segmentation": {"size": size, "counts": "PPYo0"},
+        }
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([detection]))
+    _one_line_error(_export("--score", str(bad), "--gt", str(dup_data)), fragment)
