@@ -126,7 +126,7 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     overlays = out.parent / "overlays"
     overlays.mkdir(exist_ok=True)
-    extra = out.parent / FORM_FOLDERS[form] if form != "coco" else None
+    extra = out.parent / form if form in EXTRA_FORMATS else None
     if extra:
         extra.mkdir(exist_ok=True)
     results, start = [], time.perf_counter()
@@ -174,8 +174,8 @@ def _tile_shape(image: str | Path) -> tuple[int, int]:
         return im.height, im.width
 
 
-# --format: what export writes beside the COCO submission, in a folder next to it (one file per tile)
-FORM_FOLDERS = {"labels": "labels", "geojson": "geojson"}
+# --format: what export may write beside the COCO submission, each in a folder of its name next to it (a file per tile)
+EXTRA_FORMATS = ("labels", "geojson")
 
 
 def check_out(out: Path, what: str, form: str = "coco") -> None:
@@ -184,7 +184,7 @@ def check_out(out: Path, what: str, form: str = "coco") -> None:
     for path in (out, out.with_suffix(".zip")):
         if path.is_dir():
             raise UsageError(f"{path}: is a folder, not a file ({what}: the submission JSON)")
-    for folder in ("overlays", *([FORM_FOLDERS[form]] if form in FORM_FOLDERS else [])):
+    for folder in ("overlays", *([form] if form in EXTRA_FORMATS else [])):
         check_folder(out.parent / folder, UsageError, what)
 
 
@@ -227,10 +227,13 @@ def score(submission: Path, gt_dir: Path, cache_dir: str | None = None) -> dict:
         raise ExportError(f"{submission}: {e}") from None
     gt = coco_ground_truth(records)
     scored = {**mask_ap(gt, results), "recall_ceiling_at_100": recall_ceiling(gt)}
-    per_tile = []  # the nuclei measures of each tile: the label map its detections paint against its nuclei
-    for r in records:
-        mine = [d for d in results if d["image_id"] == r["image_id"]]
-        per_tile.append(measures(truth_label_map(r), predicted_label_map((r["height"], r["width"]), mine)))
+    by_tile: dict = {}
+    for d in results:
+        by_tile.setdefault(d["image_id"], []).append(d)
+    per_tile = [  # the nuclei measures of each tile: the label map its detections paint against its nuclei
+        measures(truth_label_map(r), predicted_label_map((r["height"], r["width"]), by_tile.get(r["image_id"], [])))
+        for r in records
+    ]
     return {**scored, **mean_over_tiles(per_tile), "detections_per_tile": len(results) / max(1, len(records))}
 
 
@@ -275,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="test-time flip augmentation (Detectron2's TTA)")
     p.add_argument(
         "--format",
-        choices=["coco", *FORM_FOLDERS],
+        choices=["coco", *EXTRA_FORMATS],
         default="coco",
         help="coco: the COCO results submission (always written); labels: also one 16-bit instance label map PNG "
         "per tile (labels/); geojson: also QuPath GeoJSON detections per tile (geojson/) (default: %(default)s)",
@@ -407,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         f"submission: {info['submission']} ({info['detections']} detections on {info['tiles']} tiles, "
         f"{info['seconds_per_tile']:.1f} s per tile; validated with pycocotools)\nzip: {info['zip']}\n"
         f"overlays: {info['overlays']}"
-        + "".join(f"\n{form}: {info[form]}" for form in FORM_FOLDERS if form in info)
+        + "".join(f"\n{form}: {info[form]}" for form in EXTRA_FORMATS if form in info)
         + (f"\ncopied to: {info['copied_to']}" if "copied_to" in info else "")
     )
     if refit_plan:
